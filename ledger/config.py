@@ -1,0 +1,181 @@
+"""Settings: the spec's session options, plus where the ledger lives.
+
+Loaded by pydantic-settings from, in order of precedence: explicit keyword
+arguments, environment variables (``SESSION_LEDGER_`` prefix, ``__`` between
+nested names, e.g. ``SESSION_LEDGER_SESSION__EXPIRES_IN=3600``), a TOML file
+(``SESSION_LEDGER_CONFIG_FILE``, default ``./session-ledger.toml`` when
+present), then the defaults below. Durations are in seconds, as in the spec.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ledger.errors import ConfigError
+
+DAY = 24 * 60 * 60
+PositiveSeconds = Annotated[int, Field(gt=0)]
+NonNegativeSeconds = Annotated[int, Field(ge=0)]
+
+#: Used only when ``environment`` is development and no secret is configured,
+#: so that the demo runs out of the box. Production refuses to start without one.
+DEVELOPMENT_SECRET = "session-ledger-development-secret-do-not-use-in-production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionPolicy(_Section):
+    """How sessions live and die (the spec's ``session`` block)."""
+
+    #: Idle lifetime: a session is valid while now < expires_at.
+    expires_in: PositiveSeconds = 30 * DAY
+    #: Validation refreshes once this much of the lifetime has passed.
+    update_age: NonNegativeSeconds = DAY
+    #: A session is fresh while now - authenticated_at < fresh_age; 0 = always fresh.
+    fresh_age: NonNegativeSeconds = 0
+    #: Rotate the token whenever the session is refreshed.
+    rotate_on_refresh: bool = True
+    #: How long a rotated-out token is still accepted (racing requests).
+    rotation_grace: NonNegativeSeconds = 30
+    #: Absolute lifetime cap from creation; refresh never extends past it. None = off.
+    max_lifetime: PositiveSeconds | None = None
+    #: Lifetime of a session signed in with remember-me off (never slid).
+    short_session_expires_in: PositiveSeconds = DAY
+    #: Record activity at most this often (always on a new IP / user agent).
+    activity_interval: NonNegativeSeconds = 300
+
+    @property
+    def expires_in_delta(self) -> timedelta:
+        return timedelta(seconds=self.expires_in)
+
+
+class CookieOptions(_Section):
+    http_only: bool = True
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    path: str = "/"
+    #: None: secure in production or when the base URL is https.
+    secure: bool | None = None
+    domain: str | None = None
+
+
+class CookieSettings(_Section):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")] = (
+        "better-auth.session-token"
+    )
+    options: CookieOptions = CookieOptions()
+
+
+class CookieCacheSettings(_Section):
+    enabled: bool = True
+    max_age: PositiveSeconds = 300
+
+
+class RedisSettings(_Section):
+    #: redis://host:port/db; None = no Redis secondary storage.
+    url: str | None = None
+    prefix: str = "better-auth:"
+    #: Upper bound on a cached session's TTL; None = time to expiry.
+    ttl: PositiveSeconds | None = None
+
+
+class WorkerSettings(_Section):
+    expiry_interval: PositiveSeconds = 60
+    expiry_batch_size: Annotated[int, Field(gt=0, le=100_000)] = 500
+    projector_poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SESSION_LEDGER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./session-ledger.db"
+    base_url: str = "http://localhost:8000"
+    #: HMAC secrets: sign with the first, accept any (rotation). >= 32 characters each.
+    secrets: list[SecretStr] = Field(default_factory=list)
+    trusted_origins: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    store_tokens: bool = False
+    #: Fernet key (urlsafe base64, 32 bytes) for provider tokens at rest.
+    encryption_key: SecretStr | None = None
+    session: SessionPolicy = SessionPolicy()
+    cookie: CookieSettings = CookieSettings()
+    cookie_cache: CookieCacheSettings = CookieCacheSettings()
+    redis: RedisSettings = RedisSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for secret in self.secrets:
+            if len(secret.get_secret_value()) < 32:
+                raise ValueError("secrets: each secret must be at least 32 characters")
+        if self.environment == "production" and not self.secrets:
+            raise ValueError("secrets: production needs at least one secret")
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "database_url: use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
+            )
+        return self
+
+    @property
+    def secret_values(self) -> list[str]:
+        values = [s.get_secret_value() for s in self.secrets]
+        return values or [DEVELOPMENT_SECRET]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie.options.secure is not None:
+            return self.cookie.options.secure
+        return self.environment == "production" or self.base_url.startswith("https://")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = Path(os.environ.get("SESSION_LEDGER_CONFIG_FILE", "session-ledger.toml"))
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        elif "SESSION_LEDGER_CONFIG_FILE" in os.environ:
+            raise ConfigError(f"config file {toml_path} does not exist")
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; a bad value raises ConfigError naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if where:
+            message = f"{where}: {message}"
+        raise ConfigError(f"invalid setting {message}") from None

@@ -1,0 +1,46 @@
+"""Typed errors of the ledger. Each has a stable machine-readable ``code``."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class: every error the ledger raises on purpose."""
+
+    code = "LEDGER_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConcurrencyError(LedgerError):
+    """An append expected a stream version that is no longer the stream's head."""
+
+    code = "CONCURRENCY_CONFLICT"
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int | None) -> None:
+        actual = "unknown" if actual_version is None else str(actual_version)
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected_version}, actual version {actual}"
+        )
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+class UnknownEventTypeError(LedgerError):
+    code = "UNKNOWN_EVENT_TYPE"
+
+
+class EventValidationError(LedgerError):
+    code = "INVALID_EVENT"
+
+
+class InvalidAppendError(LedgerError):
+    """An append request that is malformed in itself (empty batch, duplicate stream, ...)."""
+
+    code = "INVALID_APPEND"
+
+
+class ConfigError(LedgerError):
+    code = "INVALID_CONFIG"

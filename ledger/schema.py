@@ -1,0 +1,59 @@
+"""Table definitions of the ledger (SQLAlchemy Core metadata).
+
+Alembic migrations are the only way these tables reach a database; this
+metadata is what migrations are checked against (no drift).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: BIGINT everywhere, but SQLite only autoincrements an INTEGER PRIMARY KEY.
+Position = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+events = Table(
+    "ledger_events",
+    metadata,
+    Column("position", Position, Identity(), primary_key=True),
+    Column("stream_id", String(64), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("meta", Json, nullable=False),
+    Column("user_id", String(128), nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("stream_id", "stream_version"),
+    # Audit: a user's history in ledger order, and time-range scans.
+    Index(None, "user_id", "position"),
+    Index(None, "recorded_at"),
+    # AUTOINCREMENT: SQLite never reuses a position, even after a rollback of the newest rows.
+    sqlite_autoincrement=True,
+)
