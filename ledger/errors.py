@@ -44,3 +44,50 @@ class InvalidAppendError(LedgerError):
 
 class ConfigError(LedgerError):
     code = "INVALID_CONFIG"
+
+
+# ----------------------------------------------------------------- sessions
+
+
+class SessionError(LedgerError):
+    """Base class of the session state machine's errors."""
+
+    code = "SESSION_ERROR"
+
+
+class SessionNotFoundError(SessionError):
+    code = "SESSION_NOT_FOUND"
+
+
+class SessionAlreadyExistsError(SessionError):
+    code = "SESSION_ALREADY_EXISTS"
+
+
+class SessionEndedError(SessionError):
+    """The session is revoked or expired (recorded, or due by time)."""
+
+    code = "SESSION_ENDED"
+
+
+class InvalidCommandError(SessionError):
+    code = "INVALID_COMMAND"
+
+
+class SessionNotFreshError(SessionError):
+    """A sensitive operation needs a recent sign-in (``fresh_age``)."""
+
+    code = "SESSION_NOT_FRESH"
+
+
+class NotSessionOwnerError(SessionError):
+    code = "NOT_SESSION_OWNER"
+
+
+class InvalidTokenError(SessionError):
+    code = "INVALID_TOKEN"
+
+
+class InvalidTransitionError(SessionError):
+    """An event that cannot follow the stream so far (the ledger must never hold one)."""
+
+    code = "INVALID_TRANSITION"
