@@ -95,6 +95,8 @@ class WorkerSettings(_Section):
     expiry_interval: PositiveSeconds = 60
     expiry_batch_size: Annotated[int, Field(gt=0, le=100_000)] = 500
     projector_poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    #: How often the worker records a ledger digest (tamper evidence).
+    digest_interval: PositiveSeconds = 300
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
 
 

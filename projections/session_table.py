@@ -1,0 +1,182 @@
+"""The current-session table: an inline projection (same transaction as the
+append) and the SQL read model the SessionLedger reads through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ledger.clock import utc
+from ledger.devices import describe_device
+from ledger.events import RecordedEvent, SessionCreated, SessionRotated
+from ledger.session import SessionState, SessionStatus, evolve
+from projections.schema import retired_tokens, sessions
+
+_COLUMNS = [c.name for c in sessions.columns]
+_UPDATABLE = [c for c in _COLUMNS if c != "session_id"]
+
+
+class SessionTableProjection:
+    """Keeps ``sessions`` equal to the fold of each session's events.
+
+    ``table`` / ``retired`` default to the live tables; replay passes its
+    shadow copies (same columns, other names) to rebuild beside them."""
+
+    def __init__(self, table: Table = sessions, retired: Table = retired_tokens) -> None:
+        self.table = table
+        self.retired = retired
+
+    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
+        by_stream: dict[str, list[RecordedEvent]] = {}
+        for r in recorded:
+            by_stream.setdefault(r.stream_id, []).append(r)
+        existing_ids = [
+            sid for sid, evs in by_stream.items() if not isinstance(evs[0].event, SessionCreated)
+        ]
+        states = {s.session_id: s for s in await load_states(conn, existing_ids, self.table)}
+        rows: list[dict[str, Any]] = []
+        retired: list[dict[str, Any]] = []
+        for stream_id, stream_events in by_stream.items():
+            state = states.get(stream_id)
+            for r in stream_events:
+                state = evolve(state, r.event)
+                if isinstance(r.event, SessionRotated):
+                    retired.append(
+                        {"token_hash": r.event.previous_token_hash, "session_id": stream_id}
+                    )
+            assert state is not None
+            rows.append(state_to_row(state))
+        await upsert(conn, rows, self.table)
+        if retired:
+            await conn.execute(self.retired.insert(), retired)
+
+
+async def upsert(
+    conn: AsyncConnection, rows: list[dict[str, Any]], table: Table = sessions
+) -> None:
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.session_id],
+        set_={name: stmt.excluded[name] for name in _UPDATABLE},
+    )
+    await conn.execute(stmt, rows)
+
+
+async def load_states(
+    conn: AsyncConnection, session_ids: Iterable[str], table: Table = sessions
+) -> list[SessionState]:
+    ids = list(session_ids)
+    if not ids:
+        return []
+    result = await conn.execute(select(table).where(table.c.session_id.in_(ids)))
+    return [state_from_row(row) for row in result]
+
+
+def state_to_row(state: SessionState) -> dict[str, Any]:
+    return {
+        "session_id": state.session_id,
+        "user_id": state.user_id,
+        "status": state.status.value,
+        "token_hash": state.token_hash,
+        "previous_token_hash": state.previous_token_hash,
+        "grace_until": state.grace_until,
+        "retired_token_hashes": sorted(state.retired_token_hashes),
+        "created_at": state.created_at,
+        "expires_at": state.expires_at,
+        "authenticated_at": state.authenticated_at,
+        "max_expires_at": state.max_expires_at,
+        "last_active_at": state.last_active_at,
+        "updated_at": state.updated_at,
+        "ip": state.ip,
+        "user_agent": state.user_agent,
+        "device": describe_device(state.user_agent),
+        "remember_me": state.remember_me,
+        "fields": dict(state.fields),
+        "version": state.version,
+        "ended_at": state.ended_at,
+        "end_reason": state.end_reason,
+        "ended_by": state.ended_by,
+    }
+
+
+def _time(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+def state_from_row(row: Row[Any]) -> SessionState:
+    m = row._mapping
+    return SessionState(
+        session_id=m["session_id"],
+        user_id=m["user_id"],
+        status=SessionStatus(m["status"]),
+        token_hash=m["token_hash"],
+        previous_token_hash=m["previous_token_hash"],
+        grace_until=_time(m["grace_until"]),
+        retired_token_hashes=frozenset(m["retired_token_hashes"]),
+        created_at=utc(m["created_at"]),
+        expires_at=utc(m["expires_at"]),
+        authenticated_at=utc(m["authenticated_at"]),
+        max_expires_at=_time(m["max_expires_at"]),
+        last_active_at=utc(m["last_active_at"]),
+        updated_at=utc(m["updated_at"]),
+        ip=m["ip"],
+        user_agent=m["user_agent"],
+        remember_me=m["remember_me"],
+        fields=dict(m["fields"]),
+        version=m["version"],
+        ended_at=_time(m["ended_at"]),
+        end_reason=m["end_reason"],
+        ended_by=m["ended_by"],
+    )
+
+
+class SqlSessionReadModel:
+    """Reads the ``sessions`` table: the authoritative read path."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def by_token_hash(self, token_hash: str) -> SessionState | None:
+        async with self.engine.connect() as conn:
+            # The current token is by far the common case: one indexed lookup.
+            row = (
+                await conn.execute(select(sessions).where(sessions.c.token_hash == token_hash))
+            ).first()
+            if row is None:
+                # Rotated-out tokens (previous one in grace, or reuse).
+                row = (
+                    await conn.execute(
+                        select(sessions)
+                        .join(retired_tokens, retired_tokens.c.session_id == sessions.c.session_id)
+                        .where(retired_tokens.c.token_hash == token_hash)
+                    )
+                ).first()
+            return None if row is None else state_from_row(row)
+
+    async def by_id(self, session_id: str) -> SessionState | None:
+        states = await self.by_ids([session_id])
+        return states[0] if states else None
+
+    async def by_ids(self, session_ids: Sequence[str]) -> list[SessionState]:
+        async with self.engine.connect() as conn:
+            return await load_states(conn, session_ids)
+
+    async def active_for_user(self, user_id: str, now: datetime) -> list[SessionState]:
+        query = (
+            select(sessions)
+            .where(sessions.c.user_id == user_id)
+            .where(sessions.c.status == SessionStatus.ACTIVE.value)
+            .where(sessions.c.expires_at > now)
+            .order_by(sessions.c.last_active_at.desc())
+        )
+        async with self.engine.connect() as conn:
+            return [state_from_row(row) for row in await conn.execute(query)]

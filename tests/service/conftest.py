@@ -1,0 +1,29 @@
+"""A SessionLedger on a real database, with a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.clock import ManualClock
+from ledger.config import SessionPolicy
+from ledger.service import SessionLedger
+from ledger.store import EventStore
+from projections.session_table import SessionTableProjection, SqlSessionReadModel
+
+
+def make_ledger(
+    engine: AsyncEngine, clock: ManualClock, policy: SessionPolicy | None = None
+) -> SessionLedger:
+    store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
+    return SessionLedger(
+        store=store,
+        read_model=SqlSessionReadModel(engine),
+        policy=policy or SessionPolicy(),
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def ledger(engine: AsyncEngine, clock: ManualClock) -> SessionLedger:
+    return make_ledger(engine, clock)
