@@ -30,7 +30,7 @@ NonNegativeSeconds = Annotated[int, Field(ge=0)]
 
 #: Used only when ``environment`` is development and no secret is configured,
 #: so that the demo runs out of the box. Production refuses to start without one.
-DEVELOPMENT_SECRET = "session-ledger-development-secret-do-not-use-in-production"
+DEVELOPMENT_SECRET = "session-ledger-development-secret-do-not-use-in-production"  # noqa: S105
 
 
 class _Section(BaseModel):

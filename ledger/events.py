@@ -27,7 +27,7 @@ class RevocationReason(StrEnum):
     REVOKED = "revoked"
     REVOKED_OTHERS = "revoked_others"
     REVOKED_ALL = "revoked_all"
-    TOKEN_REUSE = "token_reuse"
+    TOKEN_REUSE = "token_reuse"  # noqa: S105  (a reason, not a secret)
     ADMIN = "admin"
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 metadata = MetaData(
     naming_convention={
@@ -34,7 +34,10 @@ metadata = MetaData(
 
 #: BIGINT everywhere, but SQLite only autoincrements an INTEGER PRIMARY KEY.
 Position = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
-Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: Plain JSON (text) on PostgreSQL, not JSONB: the hash chain covers the
+#: payload exactly as hashed, and JSONB rewrites numbers (1e20, -0.0) on the
+#: way in, which would break the chain on read-back.
+Json = JSON()
 
 events = Table(
     "ledger_events",

@@ -6,7 +6,9 @@ optimistic concurrency; on a conflict they re-read and decide again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +46,9 @@ from ledger.tokens import hash_token, is_well_formed, new_token
 #: Conflicts are retried this many times (each retry re-reads and re-decides).
 MAX_ATTEMPTS = 8
 MAX_FIELDS_BYTES = 8 * 1024
-MAX_SESSION_ID = 64
+#: Session ids are UUIDs; anything else cannot name a session (and must not
+#: reach the database: PostgreSQL rejects NUL in text with a driver error).
+SESSION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 Payload = dict[str, Any]
 SessionCallback = Callable[[Payload], Awaitable[Payload]]
@@ -137,8 +141,8 @@ class SessionLedger:
         fields: Fields | None = None,
     ) -> tuple[SessionView, str]:
         """Start a session; returns it with its token (the only time it exists)."""
-        if not user_id or len(user_id) > 128:
-            raise InvalidCommandError("user id must be 1-128 characters")
+        if not user_id or len(user_id) > 128 or "\x00" in user_id:
+            raise InvalidCommandError("user id must be 1-128 characters, without NUL")
         _check_fields(fields or {}, allow_empty=True)
         token = new_token()
         session_id = str(uuid7())
@@ -313,7 +317,7 @@ class SessionLedger:
         if not ids:
             raise InvalidCommandError("no session ids given")
         for sid in ids:
-            if not isinstance(sid, str) or not sid or len(sid) > MAX_SESSION_ID:
+            if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
                 raise SessionNotFoundError("no such session")
         for _ in range(MAX_ATTEMPTS):
             states = await self.read_model.by_ids(ids)
@@ -392,10 +396,9 @@ class SessionLedger:
         if decision.accepted:
             return state
         if decision.events:
-            try:
+            # A ConcurrencyError means another request recorded the end first.
+            with contextlib.suppress(ConcurrencyError):
                 await self._append(state, decision.events, ctx)
-            except ConcurrencyError:
-                pass  # another request recorded the end (or more) first
         return None
 
     async def _command_by_token(

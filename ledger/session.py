@@ -302,7 +302,9 @@ def _contains(hashes: Iterable[str], candidate: str) -> bool:
 
 
 def _clip(text: str | None) -> str | None:
-    return None if text is None else text[:MAX_TEXT]
+    # NUL is dropped for the same reason as in _check_text, but silently:
+    # these come from request headers and must never make a request fail.
+    return None if text is None else text.replace("\x00", "")[:MAX_TEXT]
 
 
 def _check_hash(token_hash: str) -> str:
@@ -319,7 +321,10 @@ def _check_now(now: datetime) -> None:
 def _check_json(value: Any, depth: int = 0) -> None:
     if depth > MAX_FIELD_DEPTH:
         raise InvalidCommandError(f"fields nest deeper than {MAX_FIELD_DEPTH} levels")
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        _check_text(value)
+        return
+    if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -333,9 +338,17 @@ def _check_json(value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCommandError("field names must be strings")
+            _check_text(key)
             _check_json(item, depth + 1)
         return
     raise InvalidCommandError(f"fields must be JSON values, not {type(value).__name__}")
+
+
+def _check_text(text: str) -> None:
+    # PostgreSQL cannot store NUL in text or JSONB: refuse it here, as a typed
+    # error, rather than let the append fail in the database.
+    if "\x00" in text:
+        raise InvalidCommandError("fields must not contain NUL characters")
 
 
 def _check_fields(fields: Mapping[str, JsonValue]) -> dict[str, JsonValue]:

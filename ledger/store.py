@@ -8,23 +8,52 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, text, tuple_
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
 
 from ledger.chain import GENESIS, event_hash
 from ledger.clock import Clock, SystemClock, utc
 from ledger.db import is_sqlite, writer
 from ledger.errors import ConcurrencyError, InvalidAppendError
-from ledger.events import Event, EventMetadata, RecordedEvent, deserialize, serialize
+from ledger.events import (
+    Event,
+    EventMetadata,
+    RecordedEvent,
+    deserialize,
+    serialize,
+    validate_event,
+)
 from ledger.schema import events as events_table
 
 MAX_STREAM_ID = 64
+MAX_USER_ID = 128
 #: Key of the PostgreSQL advisory lock that serialises appends (see _lock_appends).
 APPEND_LOCK_KEY = 0x5E55_1011
+
+
+_INSERT = insert(events_table).returning(
+    events_table.c.position, events_table.c.stream_id, events_table.c.stream_version
+)
+_HEAD = (
+    select(events_table.c.stream_version, events_table.c.hash)
+    .where(events_table.c.stream_id == bindparam("stream_id"))
+    .order_by(events_table.c.stream_version.desc())
+    .limit(1)
+)
+_latest = aliased(events_table)
+_HEADS = select(events_table.c.stream_id, events_table.c.stream_version, events_table.c.hash).where(
+    events_table.c.stream_id.in_(bindparam("ids", expanding=True)),
+    events_table.c.stream_version
+    == select(func.max(_latest.c.stream_version))
+    .where(_latest.c.stream_id == events_table.c.stream_id)
+    .scalar_subquery(),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,32 +113,29 @@ class EventStore:
         """
         _check_appends(appends)
         meta = (metadata or EventMetadata()).model_dump(mode="json")
-        recorded_at = self.clock.now()
+        recorded_at = utc(self.clock.now())
+        prepared = [_prepare(a) for a in appends]  # validated before any I/O
+        conflict = False
         async with self._writer.connect() as conn:
             try:
                 async with conn.begin():
                     await self._lock_appends(conn)
-                    heads = await _stream_heads(conn, [a.stream_id for a in appends])
-                    rows = _build_rows(appends, heads, meta, recorded_at)
-                    result = await conn.execute(
-                        insert(events_table).returning(
-                            events_table.c.position, sort_by_parameter_order=True
-                        ),
-                        rows,
-                    )
-                    positions = [r[0] for r in result]
-                    recorded = [
-                        _recorded_from_row(position=p, **row)
-                        for p, row in zip(positions, rows, strict=True)
-                    ]
-                    for projection in self.inline_projections:
-                        await projection.apply(conn, recorded)
-            except IntegrityError as exc:
-                # Only reachable if something appends without the lock (SQLite
-                # with another process ignoring BEGIN IMMEDIATE, for example):
-                # the unique (stream_id, stream_version) is the last guard.
-                first = appends[0]
-                raise ConcurrencyError(first.stream_id, first.expected_version, None) from exc
+                    prev_hashes = await _prev_hashes(conn, appends)
+                    if prev_hashes is None:
+                        conflict = True
+                    else:
+                        recorded = await _insert(conn, prepared, prev_hashes, meta, recorded_at)
+                        for projection in self.inline_projections:
+                            await projection.apply(conn, recorded)
+            except IntegrityError:
+                # A stream expected to be new (version 0) already exists: the
+                # unique (stream_id, stream_version) turned the insert down.
+                conflict = True
+        if conflict:
+            # Read outside the writer connection: on SQLite it would take the
+            # write lock again (BEGIN IMMEDIATE) only to read.
+            async with self.engine.connect() as conn:
+                raise await _conflict(conn, appends)
         for callback in self.after_commit:
             await callback(recorded)
         return recorded
@@ -195,6 +221,8 @@ def _check_appends(appends: Sequence[StreamAppend]) -> None:
     for a in appends:
         if not a.stream_id or len(a.stream_id) > MAX_STREAM_ID:
             raise InvalidAppendError(f"stream id must be 1-{MAX_STREAM_ID} characters")
+        if a.user_id is not None and not 0 < len(a.user_id) <= MAX_USER_ID:
+            raise InvalidAppendError(f"user id must be 1-{MAX_USER_ID} characters")
         if a.stream_id in seen:
             raise InvalidAppendError(f"stream {a.stream_id!r} appears twice in one append")
         seen.add(a.stream_id)
@@ -206,37 +234,80 @@ def _check_appends(appends: Sequence[StreamAppend]) -> None:
 
 async def _stream_heads(conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
     """Current (version, hash) of each existing stream."""
-    latest = (
-        select(events_table.c.stream_id, func.max(events_table.c.stream_version).label("v"))
-        .where(events_table.c.stream_id.in_(stream_ids))
-        .group_by(events_table.c.stream_id)
-        .subquery()
-    )
-    query = select(
-        events_table.c.stream_id, events_table.c.stream_version, events_table.c.hash
-    ).where(
-        tuple_(events_table.c.stream_id, events_table.c.stream_version).in_(
-            select(latest.c.stream_id, latest.c.v)
-        )
-    )
-    result = await conn.execute(query)
+    result = await conn.execute(_HEADS, {"ids": stream_ids})
     return {row.stream_id: (row.stream_version, row.hash) for row in result}
 
 
-def _build_rows(
-    appends: Sequence[StreamAppend],
-    heads: dict[str, tuple[int, str]],
-    meta: dict[str, Any],
-    recorded_at: Any,
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+async def _prev_hashes(
+    conn: AsyncConnection, appends: Sequence[StreamAppend]
+) -> dict[str, str] | None:
+    """The hash each stream's new events chain onto, or None when a stream is
+    not at its expected version.
+
+    Checked by reading each stream's head (under the append lock, so it
+    cannot move), rather than by letting the unique (stream_id,
+    stream_version) reject the insert: a failed insert leaves SQLite's
+    statement and write lock in a state that outlives the rollback.
+    """
+    if len(appends) == 1:
+        row = (await conn.execute(_HEAD, {"stream_id": appends[0].stream_id})).first()
+        heads = {} if row is None else {appends[0].stream_id: (row.stream_version, row.hash)}
+    else:
+        heads = await _stream_heads(conn, [a.stream_id for a in appends])
+    hashes: dict[str, str] = {}
     for a in appends:
-        version, prev_hash = heads.get(a.stream_id, (0, GENESIS))
+        version, head_hash = heads.get(a.stream_id, (0, GENESIS))
         if version != a.expected_version:
-            raise ConcurrencyError(a.stream_id, a.expected_version, version)
-        for event in a.events:
+            return None
+        hashes[a.stream_id] = head_hash
+    return hashes
+
+
+async def _conflict(conn: AsyncConnection, appends: Sequence[StreamAppend]) -> ConcurrencyError:
+    """Name the first stream that is not where its append expected it."""
+    heads = await _stream_heads(conn, [a.stream_id for a in appends])
+    for a in appends:
+        actual = heads.get(a.stream_id, (0, GENESIS))[0]
+        if actual != a.expected_version:
+            return ConcurrencyError(a.stream_id, a.expected_version, actual)
+    # Everything matches now: the competing transaction rolled back meanwhile.
+    first = appends[0]
+    return ConcurrencyError(first.stream_id, first.expected_version, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    append: StreamAppend
+    #: (validated event, type, schema version, data) per event.
+    events: list[tuple[Event, str, int, dict[str, Any]]]
+
+
+def _prepare(a: StreamAppend) -> _Prepared:
+    """Serialise each event and validate it once, before anything is written.
+
+    Validation matters even for model instances: ``model_copy(update=...)``
+    builds events that skip pydantic's checks."""
+    events = []
+    for event in a.events:
+        event_type, schema_version, data = serialize(event)
+        validated = validate_event({**data, "type": event_type})
+        events.append((validated, event_type, schema_version, data))
+    return _Prepared(a, events)
+
+
+async def _insert(
+    conn: AsyncConnection,
+    prepared: Sequence[_Prepared],
+    prev_hashes: dict[str, str],
+    meta: dict[str, Any],
+    recorded_at: datetime,
+) -> list[RecordedEvent]:
+    rows: list[dict[str, Any]] = []
+    for p in prepared:
+        a = p.append
+        version, prev_hash = a.expected_version, prev_hashes[a.stream_id]
+        for _, event_type, schema_version, data in p.events:
             version += 1
-            event_type, schema_version, data = serialize(event)
             row = {
                 "stream_id": a.stream_id,
                 "stream_version": version,
@@ -260,7 +331,29 @@ def _build_rows(
                 recorded_at=recorded_at,
             )
             rows.append(row)
-    return rows
+    # RETURNING rows of a multi-row insert come in no promised order (asking
+    # SQLAlchemy to sort them makes it insert row by row on SQLite): match
+    # them back by their unique (stream_id, stream_version) instead.
+    result = await conn.execute(_INSERT, rows)
+    positions = {(r.stream_id, r.stream_version): r.position for r in result}
+    metadata = EventMetadata.model_validate(meta)
+    events = [event for p in prepared for event, *_ in p.events]
+    recorded = [
+        RecordedEvent(
+            position=positions[(row["stream_id"], row["stream_version"])],
+            stream_id=row["stream_id"],
+            stream_version=row["stream_version"],
+            event=event,
+            metadata=metadata,
+            user_id=row["user_id"],
+            recorded_at=recorded_at,
+            prev_hash=row["prev_hash"],
+            hash=row["hash"],
+        )
+        for row, event in zip(rows, events, strict=True)
+    ]
+    recorded.sort(key=lambda r: r.position)
+    return recorded
 
 
 def _recorded_from_row(*, position: int, **row: Any) -> RecordedEvent:

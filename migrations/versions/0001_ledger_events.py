@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -19,7 +19,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 POSITION = sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: Plain JSON, not JSONB: see ledger/schema.py (the hash chain needs the text kept).
+JSON = sa.JSON()
 
 PG_TRIGGERS = [
     """

@@ -99,7 +99,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @initialize(target=sessions)
     def first_session(self) -> str:
-        return self.create(0, True)
+        session_id: str = self.create(0, True)  # type: ignore[assignment]
+        return session_id
 
     @rule(target=sessions, user_index=st.sampled_from(USERS), remember_me=st.booleans())
     def create(self, user_index: int, remember_me: bool) -> str:

@@ -1,0 +1,112 @@
+"""The FastAPI application: ``create_app(settings)`` for the service, and
+``install`` for host applications that build their own app around our
+``router`` (see examples/protected_app.py).
+
+Startup (lifespan): build the Container (unless one is given, as tests do),
+start the revocation feed and register it on the event store; shutdown stops
+the feed and, for a Container we built, closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.audit_routes import audit_router
+from api.bootstrap import Container, build
+from api.deps import STATE_KEY, Auth
+from api.errors import install_error_handlers
+from api.middleware import LimitsMiddleware, SessionCookieMiddleware
+from api.routes import health_router, router
+from ledger.clock import Clock
+from ledger.config import Settings, load_settings
+
+STATIC = Path(__file__).parent / "static"
+ContainerFactory = Callable[[Settings], Awaitable[Container]]
+
+
+def install(app: FastAPI) -> None:
+    """Error handlers and middleware of the service, on any FastAPI app."""
+    install_error_handlers(app)
+    # Order: Limits is outermost (added last), so nothing runs for an oversized request.
+    app.add_middleware(SessionCookieMiddleware)
+    app.add_middleware(LimitsMiddleware)
+
+
+@asynccontextmanager
+async def session_ledger(
+    app: FastAPI,
+    settings: Settings,
+    container: Container | None = None,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = False,
+    factory: ContainerFactory | None = None,
+) -> AsyncIterator[Auth]:
+    """Set the service up on ``app`` for the duration of the block (use in a lifespan).
+
+    The Container is ``container``, else ``await factory(settings)``, else the
+    default build (built-in user store); one built here is closed on exit."""
+    owned = container is None
+    if container is None and factory is not None:
+        container = await factory(settings)
+    elif container is None:
+        container = await build(settings, clock=clock, migrate=migrate, builtin_users=True)
+    auth = Auth.create(container)
+    await auth.start()
+    setattr(app.state, STATE_KEY, auth)
+    try:
+        yield auth
+    finally:
+        await auth.stop()
+        if owned:
+            await container.close()
+
+
+def create_app(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = False,
+    demo: bool = True,
+    factory: ContainerFactory | None = None,
+) -> FastAPI:
+    """The service: /api/auth, /healthz and (``demo``) the demo page at /."""
+    settings = settings or (container.settings if container else load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with session_ledger(
+            app, settings, container, clock=clock, migrate=migrate, factory=factory
+        ):
+            yield
+
+    app = FastAPI(
+        title="session-ledger",
+        version="0.1.0",
+        description="BetterAuth-compatible session endpoints on an event-sourced ledger.",
+        lifespan=lifespan,
+    )
+    install(app)
+    app.include_router(router)
+    app.include_router(audit_router)
+    app.include_router(health_router)
+    if demo:
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``session-ledger serve``): settings from the environment."""
+    return create_app(load_settings())

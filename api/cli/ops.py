@@ -1,0 +1,62 @@
+"""Operations commands: migrate, status."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from sqlalchemy import func, select
+
+from api.bootstrap import build
+from api.cli.base import DatabaseOption, app, console, run, settings_for
+from api.cli.worker import worker_health_table
+from ledger.db import make_engine
+from ledger.errors import LedgerError
+from migrations import current_revision, head_revision, upgrade
+from projections.schema import sessions
+
+
+@app.command()
+def migrate(database_url: DatabaseOption = None) -> None:
+    """Bring the database schema to the newest migration."""
+
+    async def main() -> None:
+        engine = make_engine(settings_for(database_url).database_url)
+        try:
+            await upgrade(engine)
+            console.print(f"schema at revision {await current_revision(engine)}")
+        finally:
+            await engine.dispose()
+
+    run(main)
+
+
+@app.command()
+def status(database_url: DatabaseOption = None) -> None:
+    """Schema revision, ledger head, event counts, sessions by status, worker health."""
+    settings = settings_for(database_url)
+
+    async def main() -> None:
+        container = await build(settings)
+        try:
+            engine = container.engine
+            revision = await current_revision(engine)
+            table = Table(title="session-ledger", show_header=False)
+            table.add_row("database", engine.url.render_as_string(hide_password=True))
+            table.add_row("schema", f"{revision} (newest: {head_revision()})")
+            if revision is None:
+                console.print(table)
+                raise LedgerError("database not migrated: run `session-ledger migrate`")
+            table.add_row("ledger head", str(await container.store.head()))
+            for event_type, count in sorted((await container.store.count_by_type()).items()):
+                table.add_row(f"  {event_type}", str(count))
+            async with engine.connect() as conn:
+                counts = await conn.execute(
+                    select(sessions.c.status, func.count()).group_by(sessions.c.status)
+                )
+                for state, count in sorted(counts.all()):
+                    table.add_row(f"sessions {state}", str(count))
+            console.print(table)
+            console.print(await worker_health_table(engine))
+        finally:
+            await container.close()
+
+    run(main)

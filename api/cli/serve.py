@@ -1,0 +1,129 @@
+"""``session-ledger serve`` and the ``users`` commands of the built-in store."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+import uvicorn
+from sqlalchemy.exc import DBAPIError
+
+from api.bootstrap import build
+from api.cli.base import DatabaseOption, app, console, run, settings_for
+from api.users.errors import UserError
+from api.users.store import SqlUserStore
+from ledger.db import make_engine
+from ledger.ports import ProviderAccount
+from migrations import upgrade
+
+users_app = typer.Typer(no_args_is_help=True, help="Users of the built-in user store.")
+app.add_typer(users_app, name="users")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Serve the HTTP API and the demo page (uvicorn, uvloop + httptools).
+
+    Migrates the database first, so the embedded SQLite default works on
+    the very first run.
+    """
+    settings = settings_for(database_url)
+    if database_url:
+        # The app is built by uvicorn's factory from the environment.
+        os.environ["SESSION_LEDGER_DATABASE_URL"] = database_url
+
+    async def migrate() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    run(migrate)
+    console.print(f"session-ledger: serving on [bold]http://{host}:{port}/[/bold]", highlight=False)
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        reload=reload,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        log_level="info",
+    )
+
+
+@users_app.command("create")
+def create_user(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    role: Annotated[list[str] | None, typer.Option(help="A role (repeatable).")] = None,
+    verified: Annotated[bool, typer.Option(help="Mark the email as verified.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a user with an email and password (for administrators)."""
+
+    async def main() -> str:
+        container = await build(settings_for(database_url), builtin_users=True)
+        try:
+            store = container.ledger.users
+            assert isinstance(store, SqlUserStore)
+            user = await store.create_user(
+                email, password, name=name, roles=role or (), email_verified=verified
+            )
+            return user.id
+        except DBAPIError as exc:
+            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
+        finally:
+            await container.close()
+
+    console.print(run(main), highlight=False)
+
+
+@users_app.command("link-account")
+def link_account(
+    user_id: str,
+    provider: str,
+    account_id: str,
+    access_token: Annotated[str | None, typer.Option()] = None,
+    refresh_token: Annotated[str | None, typer.Option()] = None,
+    id_token: Annotated[str | None, typer.Option()] = None,
+    token_type: Annotated[str | None, typer.Option()] = None,
+    scope: Annotated[str | None, typer.Option()] = None,
+    expires_at: Annotated[int | None, typer.Option(help="Epoch seconds.")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Link a provider account to a user (tokens are encrypted at rest)."""
+    account = ProviderAccount(
+        provider_id=provider,
+        account_id=account_id,
+        access_token=access_token,
+        refresh_token=refresh_token,
+        id_token=id_token,
+        token_type=token_type,
+        scope=scope,
+        expires_at=expires_at,
+    )
+
+    async def main() -> None:
+        container = await build(settings_for(database_url), builtin_users=True)
+        try:
+            store = container.ledger.users
+            assert isinstance(store, SqlUserStore)
+            await store.link_account(user_id, account)
+        except DBAPIError as exc:
+            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
+        finally:
+            await container.close()
+
+    run(main)
+    console.print(f"linked {provider} account {account_id} to user {user_id}", highlight=False)

@@ -1,0 +1,70 @@
+"""CSRF protection as BetterAuth does it: a non-GET request that carries a
+cookie (or, without cookies, ``Sec-Fetch-*`` headers, i.e. comes from a
+browser) must name a trusted origin in ``Origin`` (or, failing that,
+``Referer``). Trusted: the base URL's origin plus ``settings.trusted_origins``
+(a ``*.`` host prefix matches any subdomain)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+from api.errors import ApiError
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` lower-cased, default ports dropped; None when not a URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme}://{parts.hostname.lower()}{suffix}"
+
+
+class OriginCheck:
+    __slots__ = ("_exact", "_wildcards")
+
+    def __init__(self, base_url: str, trusted_origins: Sequence[str]) -> None:
+        exact: set[str] = set()
+        wildcards: list[tuple[str, str]] = []
+        for entry in [base_url, *trusted_origins]:
+            scheme, sep, rest = entry.partition("://")
+            if sep and rest.startswith("*."):
+                wildcards.append((scheme.lower() + "://", rest[1:].lower().rstrip("/")))
+                continue
+            origin = origin_of(entry)
+            if origin is not None:
+                exact.add(origin)
+        self._exact = frozenset(exact)
+        self._wildcards = tuple(wildcards)
+
+    def trusted(self, origin: str) -> bool:
+        if origin in self._exact:
+            return True
+        return any(origin.startswith(s) and origin.endswith(h) for s, h in self._wildcards)
+
+    def check(self, request: Request) -> None:
+        """Raise 403 for a browser-borne state-changing request from elsewhere."""
+        if request.method in SAFE_METHODS:
+            return
+        headers = request.headers
+        browser = "cookie" in headers or any(
+            h in headers for h in ("sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
+        )
+        if not browser:
+            return
+        raw = headers.get("origin") or headers.get("referer")
+        if not raw or raw == "null":
+            raise ApiError(403, "MISSING_OR_NULL_ORIGIN", "missing or null Origin")
+        origin = origin_of(raw)
+        if origin is None or not self.trusted(origin):
+            raise ApiError(403, "INVALID_ORIGIN", "invalid origin")

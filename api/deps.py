@@ -1,0 +1,318 @@
+"""How a request finds its session, and the FastAPI dependencies built on it.
+
+The read path, in order:
+
+1. the token: ``Authorization: Bearer <signed token>`` (non-browser clients)
+   or the signed token cookie; anything unsigned or forged counts as none;
+2. the cookie cache, when allowed: a verified, unexpired value for this very
+   token, whose session this process's revocation feed vouches for, and
+   whose sliding refresh is not due — no I/O at all;
+3. otherwise the SessionLedger (read model, may refresh / rotate / touch).
+
+Cookies to send back (a rotated token, a fresh cache value, or the clearing
+cookies for a dead session) are queued on the request and written by the
+route (:func:`finish`) or, for host applications' routes, by
+:class:`api.middleware.SessionCookieMiddleware`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from api.bootstrap import Container
+from api.client_ip import ClientIp
+from api.cookie_cache import CachedSession, CookieCache
+from api.cookies import CookieJar
+from api.csrf import OriginCheck
+from api.errors import ApiError
+from api.revocations import RevocationFeed
+from api.users.store import SqlUserStore
+from ledger.clock import Clock
+from ledger.config import Settings
+from ledger.service import Payload, RequestContext, SessionLedger, SessionView
+from ledger.tokens import Signer, tokens_equal
+
+STATE_KEY = "session_ledger"
+PENDING_KEY = "session_ledger_pending"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass
+class Auth:
+    """Everything the HTTP layer needs, built once per app from a Container."""
+
+    container: Container
+    signer: Signer
+    jar: CookieJar
+    cache: CookieCache
+    revocations: RevocationFeed
+    client_ip: ClientIp
+    origins: OriginCheck
+
+    @classmethod
+    def create(cls, container: Container) -> Auth:
+        settings = container.settings
+        signer = Signer(settings.secret_values)
+        jar = CookieJar(settings, signer)
+        return cls(
+            container=container,
+            signer=signer,
+            jar=jar,
+            cache=CookieCache(jar, signer, settings.cookie_cache.max_age),
+            revocations=RevocationFeed(
+                container.engine,
+                container.clock,
+                settings.cookie_cache.max_age,
+                database_url=settings.database_url,
+                redis_url=settings.redis.url,
+                redis_prefix=settings.redis.prefix,
+            ),
+            client_ip=ClientIp(settings.trusted_proxies),
+            origins=OriginCheck(settings.base_url, settings.trusted_origins),
+        )
+
+    @property
+    def settings(self) -> Settings:
+        return self.container.settings
+
+    @property
+    def ledger(self) -> SessionLedger:
+        return self.container.ledger
+
+    @property
+    def clock(self) -> Clock:
+        return self.container.clock
+
+    @property
+    def users(self) -> SqlUserStore | None:
+        users = self.ledger.users
+        return users if isinstance(users, SqlUserStore) else None
+
+    @property
+    def cache_enabled(self) -> bool:
+        # Provider tokens (store_tokens) must never sit in a cookie.
+        return self.settings.cookie_cache.enabled and not self.settings.store_tokens
+
+    def token_max_age(self, remember_me: bool) -> int | None:
+        return self.settings.session.expires_in if remember_me else None
+
+    async def start(self) -> None:
+        self.container.store.after_commit.append(self.revocations.on_commit)
+        await self.revocations.start()
+
+    async def stop(self) -> None:
+        await self.revocations.stop()
+        callbacks = self.container.store.after_commit
+        if self.revocations.on_commit in callbacks:
+            callbacks.remove(self.revocations.on_commit)
+
+
+@dataclass
+class Pending:
+    """Set-Cookie values and headers queued for the response."""
+
+    cookies: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.cookies or self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSession:
+    """The signed-in session as routes see it."""
+
+    session: dict[str, Any]
+    user: dict[str, Any]
+    payload: Payload
+    #: The token the client holds from now on (new when rotated).
+    token: str
+    source: Literal["cookie-cache", "store"]
+    via_bearer: bool = False
+    #: The full view (store reads only; None on cookie-cache hits).
+    view: SessionView | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.session["id"])
+
+    @property
+    def user_id(self) -> str:
+        return str(self.session["userId"])
+
+
+def get_auth(conn: HTTPConnection) -> Auth:
+    auth = getattr(conn.app.state, STATE_KEY, None)
+    if not isinstance(auth, Auth):
+        raise RuntimeError(
+            "session-ledger is not set up on this app: use api.app.create_app, or "
+            "api.app.install(app, container) in your lifespan"
+        )
+    return auth
+
+
+def pending(request: HTTPConnection) -> Pending:
+    queued = getattr(request.state, PENDING_KEY, None)
+    if queued is None:
+        queued = Pending()
+        setattr(request.state, PENDING_KEY, queued)
+    assert isinstance(queued, Pending)
+    return queued
+
+
+def finish(request: Request, response: Response) -> Response:
+    """Write the queued cookies and headers onto ``response`` (once)."""
+    queued = pending(request)
+    for cookie in queued.cookies:
+        response.headers.append("set-cookie", cookie)
+    for name, value in queued.headers.items():
+        response.headers[name] = value
+    setattr(request.state, PENDING_KEY, Pending())
+    return response
+
+
+def queue_clear(request: HTTPConnection, auth: Auth) -> None:
+    """Queue the clearing cookies, replacing anything queued (all of it is ours)."""
+    pending(request).cookies = auth.jar.clear_all(request.cookies)
+
+
+def request_context(request: HTTPConnection, auth: Auth) -> RequestContext:
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    return RequestContext(
+        ip=auth.client_ip.of(request),
+        user_agent=request.headers.get("user-agent"),
+        request_id=request_id,
+    )
+
+
+def presented_token(request: HTTPConnection, auth: Auth) -> tuple[str | None, bool]:
+    """(token, via_bearer). A bearer header wins over the cookie, as in BetterAuth."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return auth.signer.unsign(value.strip()), True
+    return auth.jar.read_token(request.cookies), False
+
+
+def _refresh_due(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
+    """Whether the store would refresh (or expire) this session now: then the
+    cache must not hide it (a BetterAuth complaint: refresh starved by the cache)."""
+    try:
+        expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
+    except (KeyError, ValueError):
+        return True
+    if expires_at.tzinfo is None or expires_at <= now:
+        return True
+    if not remember:
+        return False  # remember-me off never slides
+    policy = auth.settings.session
+    return (expires_at.timestamp() - policy.expires_in + policy.update_age) <= now.timestamp()
+
+
+async def resolve(
+    request: HTTPConnection, *, allow_cache: bool, disable_refresh: bool = False
+) -> AuthSession | None:
+    """The request's live session, or None. See the module docstring."""
+    auth = get_auth(request)
+    token, bearer = presented_token(request, auth)
+    if token is None:
+        return None
+    queued = pending(request)
+    now = auth.clock.now()
+    if allow_cache and not bearer and auth.cache_enabled:
+        cached = auth.cache.read(request.cookies, now)
+        if (
+            cached is not None
+            and tokens_equal(str(cached.session["token"]), token)
+            and auth.revocations.trusts(str(cached.session["id"]))
+            and not _refresh_due(cached, now, auth, auth.jar.remember_me(request.cookies))
+        ):
+            return AuthSession(
+                session=cached.session,
+                user=cached.user,
+                payload={"session": cached.session, "user": cached.user},
+                token=token,
+                source="cookie-cache",
+            )
+    result = await auth.ledger.get_session_payload(
+        token, request_context(request, auth), disable_refresh=disable_refresh
+    )
+    if result is None:
+        if not bearer:
+            queue_clear(request, auth)
+        return None
+    payload, validated = result
+    if validated.rotated or validated.refreshed:
+        if bearer:
+            queued.headers["set-auth-token"] = auth.signer.sign(validated.token)
+        else:
+            max_age = auth.token_max_age(validated.session.remember_me)
+            queued.cookies.append(auth.jar.token(validated.token, max_age))
+    if auth.cache_enabled and not bearer:
+        queued.cookies += auth.cache.set_cookies(
+            payload["session"], payload["user"], now, request.cookies
+        )
+    return AuthSession(
+        session=payload["session"],
+        user=payload["user"],
+        payload=payload,
+        token=validated.token,
+        source="store",
+        via_bearer=bearer,
+        view=validated.session,
+    )
+
+
+# ------------------------------------------------------------ dependencies
+
+
+async def current_session(request: Request) -> AuthSession | None:
+    """The session, if any (cookie cache allowed). Never raises for bad credentials."""
+    return await resolve(request, allow_cache=True)
+
+
+async def require_session(
+    session: Annotated[AuthSession | None, Depends(current_session)],
+) -> AuthSession:
+    """401 UNAUTHORIZED without a live session."""
+    if session is None:
+        raise ApiError(401, "UNAUTHORIZED", "sign in to continue")
+    return session
+
+
+async def store_session(request: Request) -> AuthSession:
+    """Like require_session, but always read from the store (sensitive operations)."""
+    session = await resolve(request, allow_cache=False)
+    if session is None:
+        raise ApiError(401, "UNAUTHORIZED", "sign in to continue")
+    return session
+
+
+async def require_fresh_session(
+    session: Annotated[AuthSession, Depends(store_session)],
+) -> AuthSession:
+    """403 SESSION_NOT_FRESH unless the user signed in within ``fresh_age``."""
+    if session.view is not None and not session.view.fresh:
+        raise ApiError(403, "SESSION_NOT_FRESH", "this action needs a fresh session: sign in again")
+    return session
+
+
+async def check_origin(request: Request) -> None:
+    """CSRF guard for the auth router (no-op on GET)."""
+    get_auth(request).origins.check(request)
+
+
+OptionalSession = Annotated[AuthSession | None, Depends(current_session)]
+RequiredSession = Annotated[AuthSession, Depends(require_session)]
+StoreSession = Annotated[AuthSession, Depends(store_session)]
+FreshSession = Annotated[AuthSession, Depends(require_fresh_session)]

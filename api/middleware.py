@@ -1,0 +1,124 @@
+"""ASGI middleware of the service (pure ASGI: no per-request task overhead).
+
+* :class:`SessionCookieMiddleware` writes the cookies and headers a session
+  dependency queued (a rotated token, a fresh cookie-cache value, clearing
+  cookies) onto any response — host applications' routes included, and
+  error responses too (a 401 for a dead session clears its cookies).
+* :class:`LimitsMiddleware` refuses oversized cookies (431) and bodies (413)
+  before any route runs, with the usual ``{code, message}`` body.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import PENDING_KEY, Pending
+
+MAX_COOKIE_BYTES = 8 * 1024
+MAX_BODY_BYTES = 64 * 1024
+
+
+class SessionCookieMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state = scope.get("state") or {}
+                queued = state.get(PENDING_KEY)
+                if isinstance(queued, Pending) and queued:
+                    headers = list(message.get("headers", []))
+                    headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
+                    headers += [
+                        (k.encode("latin-1"), v.encode("latin-1"))
+                        for k, v in queued.headers.items()
+                    ]
+                    state[PENDING_KEY] = Pending()
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+
+class LimitsMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        max_cookie: int = MAX_COOKIE_BYTES,
+    ) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_cookie = max_cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cookie_bytes = 0
+        declared = 0
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie_bytes += len(value)
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else -1
+        if cookie_bytes > self.max_cookie:
+            await _reject(
+                send,
+                431,
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                f"cookies are larger than {self.max_cookie} bytes",
+            )
+            return
+        if declared < 0:
+            await _reject(send, 400, "VALIDATION_ERROR", "invalid Content-Length")
+            return
+        if declared > self.max_body:
+            await self._too_large(send)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives;
+            # the HTTPException reaches the app's handlers like any other.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise HTTPException(413, f"request body is larger than {self.max_body} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _reject(
+            send, 413, "PAYLOAD_TOO_LARGE", f"request body is larger than {self.max_body} bytes"
+        )
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"code": code, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

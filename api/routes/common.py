@@ -1,0 +1,36 @@
+"""Helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import Auth, finish, get_auth
+from api.errors import NO_STORE, ErrorBody
+
+
+def auth_of(request: Request) -> Auth:
+    return get_auth(request)
+
+
+AuthDep = Annotated[Auth, Depends(auth_of)]
+
+
+def respond(request: Request, content: Any, status: int = 200) -> JSONResponse:
+    """JSON with ``Cache-Control: no-store`` and the queued session cookies."""
+    response = JSONResponse(content, status_code=status, headers=dict(NO_STORE))
+    finish(request, response)
+    return response
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: these statuses answer ``{code, message}``."""
+    return {s: {"model": ErrorBody, "description": "error"} for s in (400, *statuses)}
+
+
+def iso(instant: datetime) -> str:
+    """ISO-8601 UTC with milliseconds, as BetterAuth's JSON dates."""
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"

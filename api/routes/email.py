@@ -1,0 +1,110 @@
+"""Email and password sign-up / sign-in on the built-in user store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.csrf import origin_of
+from api.deps import Auth, pending, request_context
+from api.errors import ApiError
+from api.routes.common import AuthDep, errors, respond
+from api.users.store import MAX_EMAIL, MAX_IMAGE, MAX_NAME, MAX_PASSWORD, SqlUserStore
+from ledger.ports import UserRecord
+from ledger.service import ValidatedSession, user_json
+
+email_router = APIRouter(tags=["email"])
+
+#: Longer than any valid password, so that PASSWORD_TOO_LONG (not a generic
+#: validation error) answers a too-long password.
+_MAX_PASSWORD_FIELD = MAX_PASSWORD * 8
+
+
+class SignUpBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    email: Annotated[str, Field(max_length=MAX_EMAIL)]
+    password: Annotated[str, Field(max_length=_MAX_PASSWORD_FIELD)]
+    name: Annotated[str, Field(max_length=MAX_NAME)] = ""
+    image: Annotated[str | None, Field(max_length=MAX_IMAGE)] = None
+    rememberMe: bool = True  # noqa: N815  (BetterAuth's wire name)
+    callbackURL: Annotated[str | None, Field(max_length=2048)] = None  # noqa: N815
+
+
+class SignInBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    email: Annotated[str, Field(max_length=4096)]
+    password: Annotated[str, Field(max_length=_MAX_PASSWORD_FIELD)]
+    rememberMe: bool = True  # noqa: N815
+    callbackURL: Annotated[str | None, Field(max_length=2048)] = None  # noqa: N815
+
+
+def _users(auth: Auth) -> SqlUserStore:
+    users = auth.users
+    if users is None:
+        raise ApiError(404, "EMAIL_PASSWORD_DISABLED", "email and password sign-in is not enabled")
+    return users
+
+
+def _callback(auth: Auth, url: str | None) -> str | None:
+    """The redirect target, if it stays on a trusted origin (else 403)."""
+    if url is None:
+        return None
+    if url.startswith("/") and not url.startswith(("//", "/\\")):
+        return url
+    origin = origin_of(url)
+    if origin is None or not auth.origins.trusted(origin):
+        raise ApiError(403, "INVALID_CALLBACK_URL", "callbackURL is not a trusted origin")
+    return url
+
+
+async def _start_session(
+    request: Request, auth: Auth, user: UserRecord, remember_me: bool
+) -> tuple[str, dict[str, Any]]:
+    """Create the session and queue its cookies; returns (token, user json)."""
+    view, token = await auth.ledger.create_session(
+        user.id, request_context(request, auth), remember_me=remember_me
+    )
+    queued = pending(request)
+    queued.cookies.append(auth.jar.token(token, auth.token_max_age(remember_me)))
+    if remember_me:
+        if auth.jar.names.dont_remember in request.cookies:
+            queued.cookies.append(auth.jar.clear(auth.jar.names.dont_remember))
+    else:
+        queued.cookies.append(auth.jar.dont_remember())
+    payload = await auth.ledger.payload(ValidatedSession(session=view, token=token))
+    user_body = payload["user"] if payload is not None else user_json(user)
+    if auth.cache_enabled and payload is not None:
+        queued.cookies += auth.cache.set_cookies(
+            payload["session"], payload["user"], auth.clock.now(), request.cookies
+        )
+    # BetterAuth's bearer plugin: non-browser clients read the signed token here.
+    queued.headers["set-auth-token"] = auth.signer.sign(token)
+    queued.headers["access-control-expose-headers"] = "set-auth-token"
+    return token, user_body
+
+
+@email_router.post("/sign-up/email", responses=errors(403, 422))
+async def sign_up(request: Request, auth: AuthDep, body: SignUpBody) -> JSONResponse:
+    callback = _callback(auth, body.callbackURL)
+    user = await _users(auth).create_user(
+        body.email, body.password, name=body.name, image=body.image
+    )
+    token, user_body = await _start_session(request, auth, user, body.rememberMe)
+    result: dict[str, Any] = {"token": token, "user": user_body}
+    if callback is not None:
+        result["url"] = callback
+    return respond(request, result)
+
+
+@email_router.post("/sign-in/email", responses=errors(401, 403))
+async def sign_in(request: Request, auth: AuthDep, body: SignInBody) -> JSONResponse:
+    callback = _callback(auth, body.callbackURL)
+    user = await _users(auth).authenticate(body.email, body.password)
+    token, user_body = await _start_session(request, auth, user, body.rememberMe)
+    result: dict[str, Any] = {"redirect": callback is not None, "token": token, "user": user_body}
+    if callback is not None:
+        result["url"] = callback
+    return respond(request, result)

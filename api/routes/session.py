@@ -1,0 +1,179 @@
+"""Session endpoints (BetterAuth's shapes; see the reference):
+get-session, list-sessions, revoke-session(s), revoke-other-sessions,
+sign-out, update-session.
+
+Only get-session may answer from the cookie cache; every other endpoint
+reads the store (``StoreSession`` / ``FreshSession``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from api.deps import (
+    AuthSession,
+    FreshSession,
+    StoreSession,
+    pending,
+    presented_token,
+    queue_clear,
+    request_context,
+    resolve,
+)
+from api.errors import ApiError
+from api.routes.common import AuthDep, errors, respond
+from ledger.service import session_json
+
+session_router = APIRouter(tags=["session"])
+
+#: Ids are ours (UUIDs); anything else is refused before it reaches a query.
+SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: Keys of the session object that additional fields may not overwrite.
+RESERVED_FIELDS = frozenset(
+    {
+        "id",
+        "token",
+        "userId",
+        "expiresAt",
+        "createdAt",
+        "updatedAt",
+        "ipAddress",
+        "userAgent",
+        "device",
+        "lastActive",
+        "authenticatedAt",
+        "fresh",
+        "current",
+    }
+)
+
+
+def _has_nul(value: JsonValue, depth: int = 0) -> bool:
+    """NUL anywhere (or nesting too deep to look at: the ledger refuses that too)."""
+    if depth > 64:
+        return True
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
+
+
+class RevokeSessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: The session id, as list-sessions hands it out in ``token``.
+    token: SessionId
+
+
+class RevokeSessionsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: Annotated[list[SessionId], Field(min_length=1, max_length=100)] | None = None
+
+
+class StatusBody(BaseModel):
+    status: bool
+
+
+def _clear_if_current(request: Request, auth: AuthDep, session: AuthSession, ids: set[str]) -> None:
+    if session.id in ids:
+        queue_clear(request, auth)
+
+
+@session_router.get("/get-session", responses=errors())
+async def get_session(
+    request: Request,
+    disable_cookie_cache: Annotated[bool, Query(alias="disableCookieCache")] = False,
+    disable_refresh: Annotated[bool, Query(alias="disableRefresh")] = False,
+) -> JSONResponse:
+    """``{session, user}`` of the caller, or ``null``."""
+    session = await resolve(
+        request, allow_cache=not disable_cookie_cache, disable_refresh=disable_refresh
+    )
+    response = respond(request, None if session is None else session.payload)
+    if session is not None:
+        response.headers["x-session-source"] = session.source
+    return response
+
+
+@session_router.get("/list-sessions", responses=errors(401, 403))
+async def list_sessions(request: Request, auth: AuthDep, session: FreshSession) -> JSONResponse:
+    views = await auth.ledger.list_sessions(session.user_id, session.id)
+    return respond(request, [session_json(v) for v in views])
+
+
+@session_router.post("/revoke-session", responses=errors(401, 403, 404))
+async def revoke_session(
+    request: Request, auth: AuthDep, session: FreshSession, body: RevokeSessionBody
+) -> JSONResponse:
+    await auth.ledger.revoke_session(session.user_id, body.token, request_context(request, auth))
+    _clear_if_current(request, auth, session, {body.token})
+    return respond(request, {"status": True})
+
+
+@session_router.post("/revoke-sessions", responses=errors(401, 403, 404))
+async def revoke_sessions(
+    request: Request,
+    auth: AuthDep,
+    session: FreshSession,
+    body: Annotated[RevokeSessionsBody | None, Body()] = None,
+) -> JSONResponse:
+    """No body (or no ``ids``): all the user's sessions; ``{ids}``: exactly those."""
+    ctx = request_context(request, auth)
+    if body is None or body.ids is None:
+        await auth.ledger.revoke_all_sessions(session.user_id, ctx)
+        _clear_if_current(request, auth, session, {session.id})
+    else:
+        await auth.ledger.revoke_sessions(session.user_id, body.ids, ctx)
+        _clear_if_current(request, auth, session, set(body.ids))
+    return respond(request, {"status": True})
+
+
+@session_router.post("/revoke-other-sessions", responses=errors(401, 403))
+async def revoke_other_sessions(
+    request: Request, auth: AuthDep, session: FreshSession
+) -> JSONResponse:
+    await auth.ledger.revoke_other_sessions(
+        session.user_id, session.id, request_context(request, auth)
+    )
+    return respond(request, {"status": True})
+
+
+@session_router.post("/sign-out", responses=errors())
+async def sign_out(request: Request, auth: AuthDep) -> JSONResponse:
+    token, _bearer = presented_token(request, auth)
+    queue_clear(request, auth)
+    if token is None:
+        raise ApiError(400, "FAILED_TO_GET_SESSION", "no session to sign out of")
+    await auth.ledger.sign_out(token, request_context(request, auth))
+    return respond(request, {"success": True})
+
+
+@session_router.post("/update-session", responses=errors(401))
+async def update_session(
+    request: Request,
+    auth: AuthDep,
+    session: StoreSession,
+    fields: Annotated[dict[str, JsonValue], Body()],
+) -> JSONResponse:
+    """Merge additional fields into the session; answers ``{session}``."""
+    reserved = sorted(RESERVED_FIELDS.intersection(fields))
+    if reserved:
+        raise ApiError(400, "VALIDATION_ERROR", f"field {reserved[0]!r} cannot be updated")
+    if _has_nul(fields):
+        # PostgreSQL's JSONB cannot hold NUL (the ledger does not check it yet).
+        raise ApiError(400, "VALIDATION_ERROR", "fields must not contain NUL or nest too deep")
+    view = await auth.ledger.update_session(session.token, fields, request_context(request, auth))
+    body = session_json(view, session.token)
+    if auth.cache_enabled and not session.via_bearer:
+        queued = pending(request)
+        data = auth.jar.names.data
+        queued.cookies = [c for c in queued.cookies if not c.startswith(data)]
+        queued.cookies += auth.cache.set_cookies(
+            body, session.user, auth.clock.now(), request.cookies
+        )
+    return respond(request, {"session": body})

@@ -1,0 +1,264 @@
+"""SqlUserStore: the built-in :class:`ledger.ports.UserStore` on the ``users``
+and ``accounts`` tables, plus sign-up, sign-in and account linking.
+
+* Passwords: argon2id (argon2-cffi's PasswordHasher defaults: 64 MiB, t=3,
+  p=4), hashed in a worker thread so a sign-in never stalls the event loop.
+* Emails are stored lower-cased; the unique constraint then makes them unique
+  regardless of case.
+* An unknown email costs one argon2 verification against a dummy hash, so
+  the answer for "no such user" and "wrong password" takes similar time.
+* Provider tokens are Fernet-encrypted before they reach the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from uuid6 import uuid7
+
+from api.users.crypto import TokenBox
+from api.users.errors import (
+    InvalidEmailError,
+    InvalidEmailOrPasswordError,
+    InvalidUserInputError,
+    PasswordTooLongError,
+    PasswordTooShortError,
+    UserAlreadyExistsError,
+    UserNotFoundError,
+)
+from api.users.schema import accounts, users
+from ledger.clock import Clock, SystemClock, utc
+from ledger.ports import ProviderAccount, UserRecord
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 128
+MAX_NAME = 256
+MAX_EMAIL = 320
+MAX_IMAGE = 2048
+MAX_ROLE = 64
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}")
+
+
+def _printable(text: str) -> bool:
+    """No control characters (PostgreSQL refuses NUL in text columns outright)."""
+    return text.isprintable()
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if len(email) > MAX_EMAIL or not _printable(email) or _EMAIL_RE.fullmatch(email) is None:
+        raise InvalidEmailError("invalid email address")
+    return email
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise PasswordTooShortError(f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise PasswordTooLongError(f"password must be at most {MAX_PASSWORD} characters")
+
+
+@dataclass
+class SqlUserStore:
+    engine: AsyncEngine
+    tokens: TokenBox
+    clock: Clock = field(default_factory=SystemClock)
+    hasher: PasswordHasher = field(default_factory=PasswordHasher)
+
+    def __post_init__(self) -> None:
+        self._dummy_hash: str | None = None
+
+    # ----------------------------------------------------------- the port
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return None if row is None else _user(row)
+
+    async def get_accounts(self, user_id: str) -> list[ProviderAccount]:
+        query = (
+            select(accounts)
+            .where(accounts.c.user_id == user_id)
+            .order_by(accounts.c.provider_id, accounts.c.account_id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [self._account(row) for row in rows]
+
+    # ------------------------------------------------------------- users
+
+    async def get_by_email(self, email: str) -> UserRecord | None:
+        row = await self._row_by_email(email.strip().lower())
+        return None if row is None else _user(row)
+
+    async def create_user(
+        self,
+        email: str,
+        password: str | None,
+        *,
+        name: str = "",
+        image: str | None = None,
+        roles: Sequence[str] = (),
+        email_verified: bool = False,
+    ) -> UserRecord:
+        """Create a user (password None: an account-only user). Typed errors for bad input."""
+        email = normalise_email(email)
+        name = name.strip()
+        if len(name) > MAX_NAME or not _printable(name):
+            raise InvalidUserInputError(f"name must be at most {MAX_NAME} printable characters")
+        if image is not None and (len(image) > MAX_IMAGE or not _printable(image)):
+            raise InvalidUserInputError(f"image must be at most {MAX_IMAGE} printable characters")
+        if any(not r or len(r) > MAX_ROLE or not _printable(r) for r in roles):
+            raise InvalidUserInputError(f"roles must be 1-{MAX_ROLE} characters each")
+        password_hash = None
+        if password is not None:
+            check_password(password)
+            password_hash = await asyncio.to_thread(self.hasher.hash, password)
+        now = self.clock.now()
+        row = {
+            "id": str(uuid7()),
+            "name": name,
+            "email": email,
+            "email_verified": email_verified,
+            "image": image,
+            "roles": list(dict.fromkeys(roles)),
+            "password_hash": password_hash,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(users), row)
+        except IntegrityError:
+            raise UserAlreadyExistsError("user already exists, use another email") from None
+        return _user_from_mapping(row)
+
+    async def authenticate(self, email: str, password: str) -> UserRecord:
+        """The user with this email and password, or InvalidEmailOrPasswordError."""
+        wrong = InvalidEmailOrPasswordError("invalid email or password")
+        row = None
+        if len(email) <= MAX_EMAIL and len(password) <= MAX_PASSWORD and _printable(email):
+            row = await self._row_by_email(email.strip().lower())
+        stored = row._mapping["password_hash"] if row is not None else None
+        if stored is None:
+            # Same work as a real check, so timing does not tell whether the email exists.
+            await asyncio.to_thread(self._verify, await self._dummy(), password)
+            raise wrong
+        if not await asyncio.to_thread(self._verify, stored, password):
+            raise wrong
+        assert row is not None
+        return _user(row)
+
+    async def set_roles(self, user_id: str, roles: Sequence[str]) -> None:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(roles=list(dict.fromkeys(roles)), updated_at=self.clock.now())
+            )
+        if result.rowcount == 0:
+            raise UserNotFoundError(f"no user {user_id!r}")
+
+    # ---------------------------------------------------------- accounts
+
+    async def link_account(self, user_id: str, account: ProviderAccount) -> None:
+        """Link (or update) a provider account; its tokens are encrypted first."""
+        ids = (account.provider_id, account.account_id)
+        if not 0 < len(ids[0]) <= 64 or not 0 < len(ids[1]) <= 255 or not all(map(_printable, ids)):
+            raise InvalidUserInputError("provider id (1-64) and account id (1-255) are required")
+        if await self.get_user(user_id) is None:
+            raise UserNotFoundError(f"no user {user_id!r}")
+        now = self.clock.now()
+        values: dict[str, Any] = {
+            "access_token": self.tokens.encrypt(account.access_token),
+            "refresh_token": self.tokens.encrypt(account.refresh_token),
+            "id_token": self.tokens.encrypt(account.id_token),
+            "token_type": account.token_type,
+            "scope": account.scope,
+            "expires_at": account.expires_at,
+            "updated_at": now,
+        }
+        key = (accounts.c.provider_id == account.provider_id) & (
+            accounts.c.account_id == account.account_id
+        )
+        async with self.engine.begin() as conn:
+            owner = await conn.scalar(select(accounts.c.user_id).where(key))
+            if owner is not None and owner != user_id:
+                raise InvalidUserInputError(
+                    f"{account.provider_id} account {account.account_id!r} is linked to "
+                    "another user"
+                )
+            if owner is None:
+                await conn.execute(
+                    insert(accounts),
+                    {
+                        **values,
+                        "id": str(uuid7()),
+                        "user_id": user_id,
+                        "provider_id": account.provider_id,
+                        "account_id": account.account_id,
+                        "created_at": now,
+                    },
+                )
+            else:
+                await conn.execute(update(accounts).where(key).values(**values))
+
+    # ----------------------------------------------------------- helpers
+
+    async def _row_by_email(self, email: str) -> Row[Any] | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(users).where(users.c.email == email))).first()
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self.hasher.hash, "dummy-password-0")
+        return self._dummy_hash
+
+    def _account(self, row: Row[Any]) -> ProviderAccount:
+        m = row._mapping
+        return ProviderAccount(
+            provider_id=m["provider_id"],
+            account_id=m["account_id"],
+            access_token=self.tokens.decrypt(m["access_token"]),
+            refresh_token=self.tokens.decrypt(m["refresh_token"]),
+            id_token=self.tokens.decrypt(m["id_token"]),
+            token_type=m["token_type"],
+            scope=m["scope"],
+            expires_at=m["expires_at"],
+        )
+
+
+def _user(row: Row[Any]) -> UserRecord:
+    return _user_from_mapping(dict(row._mapping))
+
+
+def _user_from_mapping(m: dict[str, Any]) -> UserRecord:
+    created: datetime = utc(m["created_at"])
+    updated: datetime = utc(m["updated_at"])
+    return UserRecord(
+        id=m["id"],
+        email=m["email"],
+        name=m["name"],
+        email_verified=bool(m["email_verified"]),
+        image=m["image"],
+        roles=tuple(m["roles"] or ()),
+        created_at=created,
+        updated_at=updated,
+    )

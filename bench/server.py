@@ -1,0 +1,124 @@
+"""Helpers for the HTTP benchmarks: a throw-away database, a service
+process (``session-ledger serve``: uvicorn, uvloop + httptools, one worker)
+on a free loopback port, and a signed-in user's cookies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ENV = "SESSION_LEDGER_TEST_PG"
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+SECRET = "bench-secret-" + "0123456789abcdef" * 2
+PASSWORD = "bench password 1234"  # noqa: S105  (a throw-away bench user)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _admin_dsn() -> str:
+    url = make_url(os.environ.get(PG_ENV, DEFAULT_PG)).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    """A fresh database URL (SQLite file or PostgreSQL database), removed after."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite+aiosqlite:///{tmp}/bench.db"
+        return
+    name = f"sl_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(_admin_dsn())
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(os.environ.get(PG_ENV, DEFAULT_PG)).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def service(database_url: str, **env: str) -> Iterator[str]:
+    """``session-ledger serve`` in a subprocess; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    environment = {
+        **os.environ,
+        "SESSION_LEDGER_ENVIRONMENT": "test",
+        "SESSION_LEDGER_DATABASE_URL": database_url,
+        "SESSION_LEDGER_BASE_URL": base,
+        "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
+        **env,
+    }
+    command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError("service did not start:\n" + log.read().decode())
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def sign_up(base: str, email: str = "bench@example.com") -> dict[str, str]:
+    """Create a user and sign in; returns the session cookies (token + cache)."""
+    response = httpx.post(
+        f"{base}/api/auth/sign-up/email",
+        json={"email": email, "password": PASSWORD, "name": "Bench"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return dict(response.cookies)
+
+
+def sign_in(base: str, client: httpx.Client, email: str = "bench@example.com") -> dict[str, str]:
+    response = client.post(
+        f"{base}/api/auth/sign-in/email", json={"email": email, "password": PASSWORD}
+    )
+    response.raise_for_status()
+    return dict(response.cookies)
+
+
+def cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())

@@ -1,0 +1,64 @@
+"""A host application protecting its own routes with session-ledger.
+
+The FastAPI counterpart of the spec's Next.js examples:
+
+* ``auth.api.getSession({headers})`` in a server component / route handler
+  -> the ``current_session`` dependency (``OptionalSession``);
+* middleware redirecting signed-out users -> ``require_session``
+  (``RequiredSession``: 401 ``{code, message}``), or a redirect by hand;
+* a sensitive action -> ``require_fresh_session`` (403 SESSION_NOT_FRESH).
+
+Run it (SQLite in ./session-ledger.db, migrated on start)::
+
+    .venv/bin/uvicorn examples.protected_app:app --port 8000
+
+then sign up on http://localhost:8000/api/auth/sign-up/email and call
+http://localhost:8000/api/protected with the cookie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from api.app import install, session_ledger
+from api.deps import FreshSession, OptionalSession, RequiredSession
+from api.routes import router
+from ledger.config import load_settings
+
+settings = load_settings()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with session_ledger(app, settings, migrate=True):
+        yield
+
+
+app = FastAPI(title="protected example", lifespan=lifespan)
+install(app)  # {code, message} errors, body/cookie limits, cookie refresh on the way out
+app.include_router(router)  # /api/auth/*: sign-in, get-session, list-sessions, ...
+
+
+@app.get("/api/protected")
+async def protected(session: RequiredSession) -> dict[str, Any]:
+    """Like a route handler that returns 401 unless getSession() finds a session."""
+    return {"message": f"hello {session.user['email']}", "sessionId": session.id}
+
+
+@app.get("/dashboard", response_model=None)
+async def dashboard(session: OptionalSession) -> dict[str, Any] | RedirectResponse:
+    """Like middleware.ts: signed-out visitors are sent to the sign-in page."""
+    if session is None:
+        return RedirectResponse("/sign-in", status_code=307)
+    return {"user": session.user, "expiresAt": session.session["expiresAt"]}
+
+
+@app.post("/api/change-email")
+async def change_email(session: FreshSession) -> dict[str, Any]:
+    """A sensitive action: needs a session younger than ``fresh_age``."""
+    return {"ok": True, "userId": session.user_id}

@@ -1,0 +1,42 @@
+"""The IP sightings index (``audit_ips``): an inline projection, written in
+the append transaction, so an audit query by address sees every committed
+event and nothing that rolled back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.audit_schema import audit_ips, ip_key
+from ledger.events import RecordedEvent, SessionCreated, SessionTouched
+
+
+def sightings(recorded: Sequence[RecordedEvent]) -> list[dict[str, Any]]:
+    """One ``audit_ips`` row per event that saw its session at an address."""
+    rows: list[dict[str, Any]] = []
+    for r in recorded:
+        event = r.event
+        if not isinstance(event, SessionCreated | SessionTouched) or event.ip is None:
+            continue
+        rows.append(
+            {
+                "position": r.position,
+                "session_id": r.stream_id,
+                "user_id": r.user_id,
+                "ip": event.ip,
+                "ip_key": ip_key(event.ip),
+                "recorded_at": r.recorded_at,
+            }
+        )
+    return rows
+
+
+class AuditIpProjection:
+    """Keeps ``audit_ips`` in step with the ledger (EventStore inline projection)."""
+
+    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
+        rows = sightings(recorded)
+        if rows:
+            await conn.execute(audit_ips.insert(), rows)

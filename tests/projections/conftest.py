@@ -1,0 +1,209 @@
+"""A SessionLedger wired like production with the Redis cache: the SQL table
+inline, the Redis projection after commit, the cached read model in front.
+Real PostgreSQL / SQLite (the shared ``engine`` fixture) and real Redis."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.clock import ManualClock
+from ledger.config import RedisSettings, SessionPolicy
+from ledger.service import SessionLedger
+from ledger.store import EventStore
+from projections.cached_read_model import CachedSessionReadModel
+from projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from projections.runner import NotifyOnAppend, ProjectionRunner
+from projections.session_table import SessionTableProjection, SqlSessionReadModel
+
+POLICY = SessionPolicy(expires_in=7 * 86400, update_age=86400, rotation_grace=30)
+
+
+@dataclass
+class Harness:
+    engine: AsyncEngine
+    store: EventStore
+    ledger: SessionLedger
+    cache: RedisSessionCache
+    projection: RedisCacheProjection
+    runner: ProjectionRunner
+    sql: SqlSessionReadModel
+    read_model: CachedSessionReadModel
+    clock: ManualClock
+
+
+def make_harness(
+    engine: AsyncEngine,
+    client: Any,
+    prefix: str,
+    clock: ManualClock,
+    *,
+    policy: SessionPolicy = POLICY,
+    dual_write_seconds: float = 0.05,
+) -> Harness:
+    store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
+    if engine.dialect.name == "postgresql":
+        store.inline_projections.append(NotifyOnAppend())
+    cache = RedisSessionCache(
+        client, RedisSettings(prefix=prefix), clock=clock, dual_write_seconds=dual_write_seconds
+    )
+    projection = RedisCacheProjection(cache, store)
+    store.after_commit.append(projection.after_commit)
+    sql = SqlSessionReadModel(engine)
+    read_model = CachedSessionReadModel(cache, sql, projection)
+    ledger = SessionLedger(store=store, read_model=read_model, policy=policy, clock=clock)
+    runner = ProjectionRunner(store, projection, batch_size=50, poll_interval=0.05)
+    return Harness(engine, store, ledger, cache, projection, runner, sql, read_model, clock)
+
+
+@pytest.fixture
+async def harness(
+    engine: AsyncEngine, redis_client: Any, redis_prefix: str, clock: ManualClock
+) -> Harness:
+    return make_harness(engine, redis_client, redis_prefix, clock)
+
+
+# ------------------------------------------------------- private Redis servers
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too."""
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(20000, 50000)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free loopback port pair found")
+
+
+class RedisProcess:
+    """A throw-away redis-server on a free loopback port (no persistence):
+    FLUSHDB, restarts and outages here cannot touch anyone else's keys."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.workdir = workdir
+        self.extra = extra
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is not installed (scripts/services.sh installs it)")
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def private_client(private_redis: RedisProcess) -> AsyncIterator[Any]:
+    client: Any = aioredis.from_url(private_redis.url, socket_connect_timeout=2, socket_timeout=5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
+    """A real 3-primary Redis Cluster on free loopback ports, torn down after."""
+    nodes = [
+        RedisProcess(
+            tmp_path / f"node{i}",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(tmp_path / f"node{i}" / "nodes.conf"),
+        )
+        for i in range(3)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create"]
+            + [f"127.0.0.1:{n.port}" for n in nodes]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the Redis cluster never reached cluster_state:ok")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

@@ -1,0 +1,1 @@
+"""Helpers shared by every test: throw-away databases, event factories, chain checks."""
