@@ -6,14 +6,20 @@ serialised; this module hides that so the store has one implementation.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
 
 #: Execution option that marks a connection as a writer.
 WRITE = "ledger_write"
+#: Execution option for single-statement readers: no transaction at all.
+AUTOCOMMIT_READ = "ledger_autocommit_read"
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -29,13 +35,39 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs a round trip on every checkout, the hot path's
+    # largest avoidable cost. A connection that died (server restart) fails
+    # its next statement once; SQLAlchemy then invalidates it and the whole
+    # pool, and the caller (request, worker back-off) retries.
+    kwargs.setdefault("pool_pre_ping", False)
     return create_async_engine(url, **kwargs)
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine (same pool) with connections marked as writers."""
     return engine.execution_options(**{WRITE: True})
+
+
+def autocommit_reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool) for readers whose every statement stands
+    alone (a lookup by key): no BEGIN / ROLLBACK round trips. Each statement
+    still sees one consistent snapshot; two statements may see two."""
+    if is_sqlite(engine):
+        return engine.execution_options(**{AUTOCOMMIT_READ: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def retry_stale(read: Callable[[], Awaitable[T]]) -> T:
+    """Run a read; run it once more if it failed on a connection that had
+    died in the pool (the failure makes SQLAlchemy drop the stale pool, so
+    the second try gets a fresh connection). Only for reads: a write may
+    have committed before the connection dropped."""
+    try:
+        return await read()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return await read()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -59,7 +91,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Writers take the database write lock up front (IMMEDIATE): SQLite
         # then serialises appends, so positions are assigned in commit order
         # and a reader following positions can never skip an event.
-        if conn.get_execution_options().get(WRITE):
+        options = conn.get_execution_options()
+        if options.get(WRITE):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
+        elif not options.get(AUTOCOMMIT_READ):
             conn.exec_driver_sql("BEGIN")

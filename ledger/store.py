@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
@@ -116,9 +116,10 @@ class EventStore:
         recorded_at = utc(self.clock.now())
         prepared = [_prepare(a) for a in appends]  # validated before any I/O
         conflict = False
-        async with self._writer.connect() as conn:
+        for attempt in (1, 2):
+            committing = False
             try:
-                async with conn.begin():
+                async with self._writer.connect() as conn, conn.begin():
                     await self._lock_appends(conn)
                     prev_hashes = await _prev_hashes(conn, appends)
                     if prev_hashes is None:
@@ -127,10 +128,20 @@ class EventStore:
                         recorded = await _insert(conn, prepared, prev_hashes, meta, recorded_at)
                         for projection in self.inline_projections:
                             await projection.apply(conn, recorded)
+                    committing = True  # leaving the block sends COMMIT
+                break
             except IntegrityError:
                 # A stream expected to be new (version 0) already exists: the
                 # unique (stream_id, stream_version) turned the insert down.
                 conflict = True
+                break
+            except DBAPIError as exc:
+                # A pooled connection that died (server restart, failover)
+                # fails its first statement; SQLAlchemy then drops the stale
+                # pool. Retrying is safe only if COMMIT was never sent: a
+                # failure during COMMIT leaves the outcome unknown.
+                if attempt == 2 or committing or not exc.connection_invalidated:
+                    raise
         if conflict:
             # Read outside the writer connection: on SQLite it would take the
             # write lock again (BEGIN IMMEDIATE) only to read.

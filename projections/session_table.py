@@ -13,6 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
+from ledger.db import autocommit_reader, retry_stale
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -143,9 +144,13 @@ class SqlSessionReadModel:
     """Reads the ``sessions`` table: the authoritative read path."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+        # Every read here is one statement (or two independent ones).
+        self.engine = autocommit_reader(engine)
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
+        return await retry_stale(lambda: self._by_token_hash(token_hash))
+
+    async def _by_token_hash(self, token_hash: str) -> SessionState | None:
         async with self.engine.connect() as conn:
             # The current token is by far the common case: one indexed lookup.
             row = (
@@ -167,8 +172,11 @@ class SqlSessionReadModel:
         return states[0] if states else None
 
     async def by_ids(self, session_ids: Sequence[str]) -> list[SessionState]:
-        async with self.engine.connect() as conn:
-            return await load_states(conn, session_ids)
+        async def read() -> list[SessionState]:
+            async with self.engine.connect() as conn:
+                return await load_states(conn, session_ids)
+
+        return await retry_stale(read)
 
     async def active_for_user(self, user_id: str, now: datetime) -> list[SessionState]:
         query = (
@@ -178,5 +186,9 @@ class SqlSessionReadModel:
             .where(sessions.c.expires_at > now)
             .order_by(sessions.c.last_active_at.desc())
         )
-        async with self.engine.connect() as conn:
-            return [state_from_row(row) for row in await conn.execute(query)]
+
+        async def read() -> list[SessionState]:
+            async with self.engine.connect() as conn:
+                return [state_from_row(row) for row in await conn.execute(query)]
+
+        return await retry_stale(read)

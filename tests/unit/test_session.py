@@ -505,6 +505,9 @@ def test_state_fields_are_read_only_and_not_aliased() -> None:
         {1: "x"},
         {"x": {2: "y"}},
         ["not", "a", "mapping"],
+        {"x": "a\x00b"},
+        {"a\x00": 1},
+        {"x": [{"y": "\x00"}]},
     ],
 )
 def test_update_rejects_empty_or_non_json(fields: Any) -> None:
