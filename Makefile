@@ -19,7 +19,7 @@ check:
 
 # Set up and start the service on the embedded SQLite default.
 run:
-	scripts/setup.sh && .venv/bin/session-ledger serve
+	scripts/run.sh $(ARGS)
 
 # Append throughput against the raw drivers (PostgreSQL and SQLite). make bench ARGS="--n 2000"
 bench:
