@@ -21,7 +21,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,6 +39,7 @@ from api.users.errors import (
 )
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
+from ledger.db import autocommit_reader, retry_stale
 from ledger.ports import ProviderAccount, UserRecord
 
 MIN_PASSWORD = 8
@@ -69,6 +70,9 @@ def check_password(password: str) -> None:
         raise PasswordTooLongError(f"password must be at most {MAX_PASSWORD} characters")
 
 
+_USER_BY_ID = select(users).where(users.c.id == bindparam("id"))
+
+
 @dataclass
 class SqlUserStore:
     engine: AsyncEngine
@@ -78,13 +82,19 @@ class SqlUserStore:
 
     def __post_init__(self) -> None:
         self._dummy_hash: str | None = None
+        # The port's reads are single statements on every request's path:
+        # no BEGIN / ROLLBACK round trips for them.
+        self._reader = autocommit_reader(self.engine)
 
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        return None if row is None else _user(row)
+        async def read() -> UserRecord | None:
+            async with self._reader.connect() as conn:
+                row = (await conn.execute(_USER_BY_ID, {"id": user_id})).first()
+            return None if row is None else _user(row)
+
+        return await retry_stale(read)
 
     async def get_accounts(self, user_id: str) -> list[ProviderAccount]:
         query = (
