@@ -8,6 +8,7 @@ already in the ledger keep loading.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -232,6 +233,22 @@ def deserialize(event_type: str, schema_version: int, data: dict[str, Any]) -> E
         data = upcaster(dict(data))
         version += 1
     return validate_event({**data, "type": event_type})
+
+
+def deserialize_json(event_type: str, schema_version: int, data: str | bytes) -> Event:
+    """``deserialize`` from the stored JSON text: pydantic parses and validates
+    in one pass, several times faster than json.loads plus model_validate
+    (what bulk readers such as replay spend their time on)."""
+    cls = event_class(event_type)
+    if schema_version != cls.schema_version:
+        return deserialize(event_type, schema_version, json.loads(data))
+    try:
+        event: Event = cls.model_validate_json(data)  # type: ignore[assignment]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise EventValidationError(f"{event_type}: {where}: {first['msg']}") from None
+    return event
 
 
 def validate_event(payload: dict[str, Any]) -> Event:

@@ -37,7 +37,9 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Table,
+    Text,
     UniqueConstraint,
+    cast,
     delete,
     func,
     inspect,
@@ -50,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import Clock, SystemClock
 from ledger.db import is_sqlite, writer
-from ledger.events import EventMetadata, RecordedEvent, deserialize
+from ledger.events import EventMetadata, RecordedEvent, deserialize_json
 from ledger.schema import events as events_table
 from ledger.store import APPEND_LOCK_KEY, EventStore
 from projections.redis_cache import Keys, RedisCacheProjection
@@ -176,7 +178,16 @@ async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[Record
     validation of the metadata cost as much as the event itself)."""
     t = events_table.c
     query = (
-        select(t.position, t.stream_id, t.stream_version, t.type, t.schema_version, t.data)
+        # The payload as stored text: deserialize_json parses and validates it
+        # in one pass (replay's largest cost was decoding events).
+        select(
+            t.position,
+            t.stream_id,
+            t.stream_version,
+            t.type,
+            t.schema_version,
+            cast(t.data, Text),
+        )
         .where(t.position > after)
         .order_by(t.position)
         .limit(limit)
@@ -188,7 +199,7 @@ async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[Record
             position=row[0],
             stream_id=row[1],
             stream_version=row[2],
-            event=deserialize(row[3], row[4], row[5]),
+            event=deserialize_json(row[3], row[4], row[5]),
             metadata=_NO_META,
             user_id=None,
             recorded_at=_EPOCH,

@@ -30,7 +30,10 @@ async def set_ip(engine: AsyncEngine, position: int, ip: str) -> None:
     async with engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
     if pg:
-        sql = "UPDATE ledger_events SET data = jsonb_set(data::jsonb, '{ip}', to_jsonb(CAST(:ip AS text)))::json"
+        sql = (
+            "UPDATE ledger_events SET data = "
+            "jsonb_set(data::jsonb, '{ip}', to_jsonb(CAST(:ip AS text)))::json"
+        )
     else:
         sql = "UPDATE ledger_events SET data = json_set(data, '$.ip', :ip)"
     await tamper(engine, sql + " WHERE position = :p", {"ip": ip, "p": position})
