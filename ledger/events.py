@@ -150,6 +150,10 @@ EVENT_TYPES: dict[str, type[_Event]] = {
     )
 }
 
+#: (class, current schema version) by type: a plain dict lookup on hot paths
+#: (a class attribute of a pydantic model goes through its metaclass).
+_CURRENT = {name: (cls, cls.schema_version) for name, cls in EVENT_TYPES.items()}
+
 TERMINAL_EVENT_TYPES = frozenset({"SessionRevoked", "SessionExpired"})
 
 
@@ -239,8 +243,8 @@ def deserialize_json(event_type: str, schema_version: int, data: str | bytes) ->
     """``deserialize`` from the stored JSON text: pydantic parses and validates
     in one pass, several times faster than json.loads plus model_validate
     (what bulk readers such as replay spend their time on)."""
-    cls = event_class(event_type)
-    if schema_version != cls.schema_version:
+    cls, current = _CURRENT.get(event_type, (None, 0))
+    if cls is None or schema_version != current:
         return deserialize(event_type, schema_version, json.loads(data))
     try:
         event: Event = cls.model_validate_json(data)  # type: ignore[assignment]

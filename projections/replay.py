@@ -25,6 +25,7 @@ Redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 SHADOW = "__shadow"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TABLE_CHECKPOINT = "replay:sessions"
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 10_000
 #: Below this many events left, the rebuild takes the append lock and switches.
 FINAL_TAIL = 2000
 
@@ -256,18 +257,28 @@ async def replay_table(
     progress.start(await _count(engine), await _count(engine, up_to=position))
 
     applied, number = 0, 0
-    while True:
-        batch = await read_batch(engine, position, batch_size)
-        if len(batch) < min(batch_size, FINAL_TAIL):
-            break  # small tail: finish under the append lock
-        async with write.begin() as conn:
-            await projection.apply(conn, batch)
-            position = batch[-1].position
-            await _set_checkpoint(conn, TABLE_CHECKPOINT, position, clock)
-        applied += len(batch)
-        number += 1
-        progress.advance(len(batch))
-        await _call(on_batch, number)
+    # Read the next batch while the current one is applied: the database
+    # works on one while Python folds the other.
+    reading = asyncio.create_task(read_batch(engine, position, batch_size))
+    try:
+        while True:
+            batch = await reading
+            if len(batch) < min(batch_size, FINAL_TAIL):
+                break  # small tail: finish under the append lock
+            reading = asyncio.create_task(read_batch(engine, batch[-1].position, batch_size))
+            async with write.begin() as conn:
+                await projection.apply(conn, batch)
+                position = batch[-1].position
+                await _set_checkpoint(conn, TABLE_CHECKPOINT, position, clock)
+            applied += len(batch)
+            number += 1
+            progress.advance(len(batch))
+            await _call(on_batch, number)
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
 
     async with write.begin() as conn:
         await _lock_appends(conn)
