@@ -18,7 +18,7 @@ from api.cli.audit import check_ledger
 from api.cli.base import DatabaseOption, app, console, err, run, settings_for
 from ledger.errors import ConfigError
 from projections.redis_cache import RedisCacheProjection
-from projections.replay import RichProgress, replay_redis, replay_table
+from projections.replay import DEFAULT_BATCH, RichProgress, replay_redis, replay_table
 from projections.verify import Difference, verify_redis, verify_table
 
 #: Differences printed one per line; beyond that, only the count.
@@ -46,7 +46,7 @@ def replay(
     ] = Target.all,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, help="Events per batch.")
-    ] = 5000,
+    ] = DEFAULT_BATCH,
     database_url: DatabaseOption = None,
 ) -> None:
     """Rebuild projections from the ledger beside the live ones, then switch
