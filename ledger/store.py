@@ -130,11 +130,16 @@ class EventStore:
                             await projection.apply(conn, recorded)
                     committing = True  # leaving the block sends COMMIT
                 break
-            except IntegrityError:
-                # A stream expected to be new (version 0) already exists: the
-                # unique (stream_id, stream_version) turned the insert down.
-                conflict = True
-                break
+            except IntegrityError as exc:
+                # The head check under the append lock leaves the unique
+                # (stream_id, stream_version) as a last guard only (a writer
+                # that skipped the lock). Any other constraint (an inline
+                # projection's, say) is not a stream conflict: let it through.
+                async with self.engine.connect() as conn:
+                    error = await _conflict(conn, appends)
+                if error.actual_version is None:
+                    raise
+                raise error from exc
             except DBAPIError as exc:
                 # A pooled connection that died (server restart, failover)
                 # fails its first statement; SQLAlchemy then drops the stale

@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import insert, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.chain import event_hash
@@ -268,6 +268,32 @@ async def test_inline_projection_failure_rolls_back_the_append(engine: AsyncEngi
     assert len(projection.seen) == 1
     assert await store.head() == 0
     assert await EventStore(engine).read_stream("s") == []
+
+
+async def test_a_projection_constraint_violation_is_not_a_stream_conflict(
+    engine: AsyncEngine,
+) -> None:
+    """An IntegrityError raised by an inline projection was reported as a
+    ConcurrencyError (callers would retry a write that can never succeed)."""
+
+    class DuplicateRow:
+        async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
+            await conn.execute(
+                text(
+                    "INSERT INTO session_retired_tokens (token_hash, session_id) "
+                    "VALUES ('dup', :sid)"
+                ),
+                {"sid": recorded[0].stream_id},
+            )
+
+    store = EventStore(engine, inline_projections=[DuplicateRow()])
+    await store.append("a", 0, [created("a")])
+    with pytest.raises(IntegrityError):
+        await store.append("b", 0, [created("b")])
+    assert await store.read_stream("b") == []
+    # Nothing is left locked: the next append goes through at once.
+    await EventStore(engine).append("c", 0, [created("c")])
+    assert await store.stream_version("c") == 1
 
 
 async def test_after_commit_sees_committed_events_only(engine: AsyncEngine) -> None:
