@@ -39,7 +39,7 @@ from ledger.config import RedisSettings
 from ledger.db import make_engine
 from ledger.store import EventStore
 from projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from projections.replay import replay_redis, replay_table
+from projections.replay import DEFAULT_BATCH, DEFAULT_REDIS_BATCH, replay_redis, replay_table
 from projections.session_table import SessionTableProjection
 
 PG = os.environ.get("SESSION_LEDGER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -64,7 +64,7 @@ async def child(kind: str, url: str, batch_size: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         if kind == "table":
-            r = await replay_table(engine, store, batch_size=batch_size)
+            r = await replay_table(engine, store, batch_size=batch_size or DEFAULT_BATCH)
             result["events"] = r.events
         elif kind == "redis":
             prefix = f"slbench:{secrets.token_hex(4)}:"
@@ -72,7 +72,9 @@ async def child(kind: str, url: str, batch_size: int) -> dict[str, Any]:
             cache = RedisSessionCache(client, RedisSettings(prefix=prefix), dual_write_seconds=0)
             try:
                 r = await replay_redis(
-                    store, RedisCacheProjection(cache, store), batch_size=batch_size
+                    store,
+                    RedisCacheProjection(cache, store),
+                    batch_size=batch_size or DEFAULT_REDIS_BATCH,
                 )
                 result["events"] = r.events
             finally:
@@ -213,7 +215,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Replay benchmark.")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="0: each replay's default batch size"
+    )
     parser.add_argument("--child")
     parser.add_argument("--url")
     args = parser.parse_args()

@@ -67,6 +67,10 @@ SHADOW = "__shadow"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TABLE_CHECKPOINT = "replay:sessions"
 DEFAULT_BATCH = 10_000
+#: Redis replay writes a batch as one pipeline (several commands per state,
+#: buffered with their replies): smaller batches keep its peak memory flat
+#: (measured: +13 % from 100k to 1M events at 5,000, +21 % at 10,000).
+DEFAULT_REDIS_BATCH = 5_000
 #: Below this many events left, the rebuild takes the append lock and switches.
 FINAL_TAIL = 2000
 
@@ -326,7 +330,7 @@ async def replay_redis(
     projection: RedisCacheProjection,
     *,
     engine: AsyncEngine | None = None,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int = DEFAULT_REDIS_BATCH,
     progress: Progress | None = None,
     on_batch: BatchHook | None = None,
     drop_old: bool = True,

@@ -22,7 +22,8 @@ Time
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from tests.support.db import (
     sqlite_file_url,
     unique_name,
 )
+from tests.support.redis import RedisProcess
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -224,3 +226,17 @@ async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[Any]:
 def clock() -> ManualClock:
     """A manual clock at 2026-01-01T00:00:00Z; moves only with advance()/set()."""
     return ManualClock()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, which it may flush, stop or kill
+    without touching the shared server under the other tests' feet."""
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is not installed (scripts/services.sh installs it)")
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -18,7 +18,13 @@ from api.cli.audit import check_ledger
 from api.cli.base import DatabaseOption, app, console, err, run, settings_for
 from ledger.errors import ConfigError
 from projections.redis_cache import RedisCacheProjection
-from projections.replay import DEFAULT_BATCH, RichProgress, replay_redis, replay_table
+from projections.replay import (
+    DEFAULT_BATCH,
+    DEFAULT_REDIS_BATCH,
+    RichProgress,
+    replay_redis,
+    replay_table,
+)
 from projections.verify import Difference, verify_redis, verify_table
 
 #: Differences printed one per line; beyond that, only the count.
@@ -45,8 +51,14 @@ def replay(
         typer.Option("--projection", help="What to rebuild.", case_sensitive=False),
     ] = Target.all,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=100_000, help="Events per batch.")
-    ] = DEFAULT_BATCH,
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=100_000,
+            help=f"Events per batch (default {DEFAULT_BATCH} table, {DEFAULT_REDIS_BATCH} Redis).",
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Rebuild projections from the ledger beside the live ones, then switch
@@ -66,7 +78,7 @@ def replay(
                         result = await replay_table(
                             container.engine,
                             container.store,
-                            batch_size=batch_size,
+                            batch_size=batch_size or DEFAULT_BATCH,
                             progress=bar,
                             clock=container.clock,
                         )
@@ -74,7 +86,7 @@ def replay(
                         result = await replay_redis(
                             container.store,
                             _redis_projection(container),
-                            batch_size=batch_size,
+                            batch_size=batch_size or DEFAULT_REDIS_BATCH,
                             progress=bar,
                         )
                 resumed = f" (resumed at {result.resumed_from})" if result.resumed_from else ""

@@ -4,9 +4,6 @@ Real PostgreSQL / SQLite (the shared ``engine`` fixture) and real Redis."""
 
 from __future__ import annotations
 
-import random
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +23,7 @@ from projections.cached_read_model import CachedSessionReadModel
 from projections.redis_cache import RedisCacheProjection, RedisSessionCache
 from projections.runner import NotifyOnAppend, ProjectionRunner
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from tests.support.redis import RedisProcess
 
 POLICY = SessionPolicy(expires_in=7 * 86400, update_age=86400, rotation_grace=30)
 
@@ -75,88 +73,6 @@ async def harness(
 
 
 # ------------------------------------------------------- private Redis servers
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too."""
-    rnd = random.Random()
-    for _ in range(200):
-        port = rnd.randrange(20000, 50000)
-        if _port_free(port) and _port_free(port + 10000):
-            return port
-    raise RuntimeError("no free loopback port pair found")
-
-
-class RedisProcess:
-    """A throw-away redis-server on a free loopback port (no persistence):
-    FLUSHDB, restarts and outages here cannot touch anyone else's keys."""
-
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.workdir = workdir
-        self.extra = extra
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        raise RuntimeError("redis-server is not installed (scripts/services.sh installs it)")
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from ledger.clock import ManualClock
 from ledger.tokens import hash_token
 from projections.replay import replay_redis
 from projections.verify import verify_redis
-from tests.projections.conftest import RedisProcess, make_harness
+from tests.projections.conftest import make_harness
+from tests.support.redis import RedisProcess
 
 
 @pytest.fixture

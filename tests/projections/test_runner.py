@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.clock import ManualClock
 from ledger.tokens import hash_token
 from projections.verify import verify_redis
-from tests.projections.conftest import Harness, RedisProcess, free_port, make_harness
+from tests.projections.conftest import Harness, make_harness
+from tests.support.redis import RedisProcess, free_port
 
 PREFIX = "sl:"
 

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.bootstrap import Container, build
 from ledger.clock import ManualClock
 from ledger.config import SessionPolicy, load_settings
-from tests.workers.conftest import create_sessions, expired_counts, free_port
+from tests.support.redis import free_port
+from tests.workers.conftest import create_sessions, expired_counts
 from workers.health import Heartbeats, latest_by_job, read_health
 from workers.leader import AdvisoryLockLeader, SingleProcessLeader, leadership_for
 from workers.metrics import WorkerMetrics

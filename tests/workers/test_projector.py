@@ -15,7 +15,7 @@ from ledger.config import load_settings
 from ledger.db import make_engine
 from projections.verify import verify_redis
 from tests.support.db import unique_name
-from tests.workers.conftest import PrivateRedis
+from tests.support.redis import RedisProcess
 from workers.leader import PROJECTOR_LOCK_KEY, AdvisoryLockLeader
 from workers.metrics import WorkerMetrics
 from workers.projector import Backoff, ProjectorWorker, redis_projector
@@ -34,7 +34,7 @@ class Running:
 
 
 @pytest.fixture
-async def running(pg_url: str, private_redis: PrivateRedis) -> AsyncIterator[Running]:
+async def running(pg_url: str, private_redis: RedisProcess) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=pg_url,
         redis={"url": private_redis.url, "prefix": unique_name("slw") + ":"},
@@ -86,7 +86,7 @@ async def _traffic(container: Container, n: int, tag: str) -> list[str]:
 
 
 async def test_redis_restarted_while_events_are_appended(
-    running: Running, private_redis: PrivateRedis
+    running: Running, private_redis: RedisProcess
 ) -> None:
     c = running.container
     first = await _traffic(c, 20, "before")
@@ -144,7 +144,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_one_projector_leads_and_another_takes_over(
-    pg_url: str, private_redis: PrivateRedis
+    pg_url: str, private_redis: RedisProcess
 ) -> None:
     settings = load_settings(
         database_url=pg_url,
