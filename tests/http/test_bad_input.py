@@ -90,6 +90,10 @@ async def test_oversized_body(service: Service) -> None:
     # Within the body limit but over the fields limit: the ledger's own 400.
     fields = {"notes": "x" * (9 * 1024)}
     assert_error(await service.client.post("/api/auth/update-session", json=fields), 400)
+    # NUL, which PostgreSQL cannot store: the ledger refuses it before writing.
+    for nul in ({"notes": "a\u0000b"}, {"a\u0000": 1}, {"x": [{"y": "\u0000"}]}):
+        response = await service.client.post("/api/auth/update-session", json=nul)
+        assert_error(response, 400)
     assert await service.head() == before
 
 
