@@ -50,3 +50,27 @@ async def test_revocation_reaches_another_process_through_the_ledger_tail(
         await sqlite_service.client.post("/api/auth/revoke-session", json={"token": session_id})
         await eventually(lambda: session_id in other_process.auth.revocations, "tail polled")
         assert (await laptop_on_b.get("/api/auth/get-session")).json() is None
+
+
+async def test_revocation_reaches_another_process_through_redis_pubsub(
+    make_service: Any, sqlite_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """SQLite + Redis: the feed is Redis pub/sub (published after commit)."""
+    redis = {"url": redis_url, "prefix": redis_prefix}
+    async with (
+        make_service(sqlite_url, redis=redis) as process_a,
+        make_service(sqlite_url, redis=redis) as process_b,
+    ):
+        assert process_a.auth.revocations.mode == process_b.auth.revocations.mode == "redis"
+        await process_a.sign_up()
+        laptop = process_a.new_client()
+        await process_a.sign_in(client=laptop)
+        session_id = (await laptop.get("/api/auth/get-session")).json()["session"]["id"]
+        laptop_on_b = copy_to(process_b, laptop)
+        await eventually(lambda: process_b.auth.revocations.caught_up, "B subscribed")
+        cached = await laptop_on_b.get("/api/auth/get-session")
+        assert cached.headers["x-session-source"] == "cookie-cache"
+
+        await process_a.client.post("/api/auth/revoke-session", json={"token": session_id})
+        await eventually(lambda: session_id in process_b.auth.revocations, "published")
+        assert (await laptop_on_b.get("/api/auth/get-session")).json() is None
