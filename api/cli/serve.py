@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated
 
@@ -35,9 +36,19 @@ def serve(
     the very first run.
     """
     settings = settings_for(database_url)
+    # The app is built by uvicorn's factory from the environment.
     if database_url:
-        # The app is built by uvicorn's factory from the environment.
         os.environ["SESSION_LEDGER_DATABASE_URL"] = database_url
+    url = f"http://{host}:{port}"
+    if "base_url" not in settings.model_fields_set:
+        # Unconfigured, the base URL (the CSRF check's trusted origin) is
+        # where we serve, under each name a browser may use for loopback:
+        # otherwise the demo page's own requests fail as INVALID_ORIGIN.
+        origins = _served_origins(host, port)
+        url = origins[0]
+        os.environ["SESSION_LEDGER_BASE_URL"] = url
+        if "trusted_origins" not in settings.model_fields_set:
+            os.environ["SESSION_LEDGER_TRUSTED_ORIGINS"] = json.dumps(origins[1:])
 
     async def migrate() -> None:
         engine = make_engine(settings.database_url)
@@ -47,7 +58,7 @@ def serve(
             await engine.dispose()
 
     run(migrate)
-    console.print(f"session-ledger: serving on [bold]http://{host}:{port}/[/bold]", highlight=False)
+    console.print(f"session-ledger: serving on [bold]{url}/[/bold]", highlight=False)
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
@@ -59,6 +70,16 @@ def serve(
         access_log=access_log,
         log_level="info",
     )
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}  # noqa: S104  (names, not binds)
+
+
+def _served_origins(host: str, port: int) -> list[str]:
+    """The origins a browser uses for this server, the preferred one first."""
+    if host not in LOOPBACK:
+        return [f"http://{host}:{port}"]
+    return [f"http://localhost:{port}", f"http://127.0.0.1:{port}", f"http://[::1]:{port}"]
 
 
 @users_app.command("create")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,45 @@ def chromium() -> Path:
     return CHROMIUM
 
 
+@contextmanager
+def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str) -> Iterator[None]:
+    """``session-ledger serve`` in a subprocess until the block ends."""
+    log = (workdir / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "session-ledger"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise RuntimeError((workdir / "server.log").read_text())
+            try:
+                if httpx.get(f"{wait_for}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start: " + (workdir / "server.log").read_text())
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -55,37 +95,15 @@ def server(tmp_path: Path) -> Iterator[str]:
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
     }
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "session-ledger"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not start: " + (tmp_path / "server.log").read_text())
+    with running_server(tmp_path, env, port, base):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+
+
+@pytest.fixture
+def default_server(tmp_path: Path) -> Iterator[int]:
+    """``serve`` exactly as the README's first command runs it: no settings at
+    all (SQLite in the working directory, development secret). The port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")}
+    with running_server(tmp_path, env, port, f"http://127.0.0.1:{port}"):
+        yield port
