@@ -20,13 +20,11 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import AuthSession, StoreSession
+from api.deps import StoreSession, require_admin
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
 from ledger.audit import MAX_LIMIT, AuditLog, Page, parse_instant
 from ledger.integrity import latest_digest
-
-ADMIN_ROLE = "admin"
 
 Since = Annotated[str | None, Query(description="ISO 8601, 'now', or an age like 7d")]
 Until = Annotated[str | None, Query(description="exclusive upper bound; as since")]
@@ -36,13 +34,6 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 class _Json(Protocol):
     def to_json(self) -> dict[str, Any]: ...
-
-
-async def require_admin(session: StoreSession) -> AuthSession:
-    roles = session.user.get("roles") or []
-    if ADMIN_ROLE not in roles:
-        raise ApiError(403, "FORBIDDEN", "only administrators may read the audit log")
-    return session
 
 
 audit_router = APIRouter(prefix="/api/auth", tags=["audit"])

@@ -316,3 +316,12 @@ OptionalSession = Annotated[AuthSession | None, Depends(current_session)]
 RequiredSession = Annotated[AuthSession, Depends(require_session)]
 StoreSession = Annotated[AuthSession, Depends(store_session)]
 FreshSession = Annotated[AuthSession, Depends(require_fresh_session)]
+
+ADMIN_ROLE = "admin"
+
+
+async def require_admin(session: StoreSession) -> AuthSession:
+    """403 FORBIDDEN unless "admin" is among the user's roles (read from the store)."""
+    if ADMIN_ROLE not in (session.user.get("roles") or []):
+        raise ApiError(403, "FORBIDDEN", "administrators only")
+    return session

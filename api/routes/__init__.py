@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from api.deps import check_origin
+from api.routes.accounts import accounts_router
 from api.routes.email import email_router
 from api.routes.health import health_router
 from api.routes.history import history_router
@@ -16,5 +17,6 @@ router = APIRouter(prefix="/api/auth", dependencies=[Depends(check_origin)])
 router.include_router(session_router)
 router.include_router(email_router)
 router.include_router(history_router)
+router.include_router(accounts_router)
 
 __all__ = ["health_router", "router"]

@@ -98,3 +98,44 @@ async def test_store_tokens_puts_accounts_in_the_session(make_service: Any, pg_u
         # Provider tokens never go into a cookie: no cookie cache with store_tokens.
         assert response.headers["x-session-source"] == "store"
         assert not any("session_data" in c for c in signed_up.headers.get_list("set-cookie"))
+
+
+async def test_admins_link_provider_accounts_over_http(make_service: Any, pg_url: str) -> None:
+    async with make_service(pg_url, store_tokens=True) as svc:
+        ada_id = (await svc.sign_up()).json()["user"]["id"]
+        url = f"/api/auth/admin/users/{ada_id}/accounts"
+        body = {
+            "providerId": "microsoft",
+            "accountId": "ms-1",
+            "accessToken": "ms-access",
+            "refreshToken": "ms-refresh",
+            "tokenType": "Bearer",
+            "scope": "openid profile email User.Read",
+            "expiresAt": 1682345678,
+        }
+        # Not an admin: refused, nothing linked.
+        refused = await svc.client.post(url, json=body)
+        assert (refused.status_code, refused.json()["code"]) == (403, "FORBIDDEN")
+
+        root = svc.new_client()
+        root_id = (await svc.sign_up("root@example.com", client=root)).json()["user"]["id"]
+        assert svc.auth.users is not None
+        await svc.auth.users.set_roles(root_id, ["admin"])
+        linked = await root.post(url, json=body)
+        assert linked.status_code == 200, linked.text
+        assert linked.json() == {"status": True}
+
+        session = (await svc.client.get("/api/auth/get-session")).json()
+        assert session["accounts"]["microsoft"] == {
+            "access_token": "ms-access",
+            "refresh_token": "ms-refresh",
+            "id_token": None,
+            "token_type": "Bearer",
+            "scope": "openid profile email User.Read",
+            "expires_at": 1682345678,
+        }
+        unknown = await root.post("/api/auth/admin/users/nobody/accounts", json=body)
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "USER_NOT_FOUND")
+        bad = await root.post(url, json={"providerId": "", "accountId": "x"})
+        assert bad.status_code == 400
+        assert set(bad.json()) == {"code", "message"}
