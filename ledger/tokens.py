@@ -81,10 +81,14 @@ def b64url_decode(text: str) -> bytes | None:
     return data if b64url_encode(data) == text else None
 
 
+#: How many verified cookie values a Signer remembers.
+VERIFIED_MEMO_SIZE = 4096
+
+
 class Signer:
     """HMAC-SHA256 with rotating secrets: sign with the first, verify with any."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_verified")
 
     def __init__(self, secrets: Sequence[str]) -> None:
         # A bare str is a Sequence[str] too: Signer("key") would silently use
@@ -94,6 +98,11 @@ class Signer:
         if not all(isinstance(s, str) and s for s in secrets):
             raise ConfigError("Signer secrets must be non-empty strings")
         self._keys = tuple(s.encode("utf-8") for s in secrets)
+        # Cookie values already verified, to their token: every request of a
+        # session presents the same value, and the HMACs (one per secret)
+        # were the largest cost of a cookie-cache hit. Only values that
+        # passed verification enter, and the secrets of a Signer never change.
+        self._verified: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never show the secrets
         return f"Signer(<{len(self._keys)} secret(s)>)"
@@ -108,7 +117,17 @@ class Signer:
         """The token of a signed cookie value, or ``None`` if it is not one of ours."""
         if not isinstance(value, str) or len(value) > MAX_SIGNED_LENGTH:
             return None
-        value = unquote(value)
+        known = self._verified.get(value)
+        if known is not None:
+            return known
+        token = self._unsign(unquote(value))
+        if token is not None:
+            if len(self._verified) >= VERIFIED_MEMO_SIZE:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[value] = token
+        return token
+
+    def _unsign(self, value: str) -> str | None:
         if not value.isascii():
             return None
         token, dot, signature = value.rpartition(".")

@@ -243,3 +243,17 @@ def test_b64url_roundtrip(data: bytes) -> None:
 )
 def test_b64url_decode_garbage_is_none(text: str) -> None:
     assert b64url_decode(text) is None
+
+
+def test_a_remembered_value_never_vouches_for_a_tampered_one() -> None:
+    """unsign remembers verified values; a changed byte must still fail."""
+    signer = Signer(["k" * 32])
+    token = new_token()
+    value = signer.sign(token)
+    assert signer.unsign(value) == token
+    assert signer.unsign(value) == token  # from memory
+    tampered = value[:-2] + ("A=" if value[-2] != "A" else "B=")
+    assert signer.unsign(tampered) is None
+    other = new_token()
+    assert signer.unsign(f"{other}.{value.rsplit('.', 1)[1]}") is None
+    assert Signer(["z" * 32]).unsign(value) is None
