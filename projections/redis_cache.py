@@ -23,14 +23,11 @@ never bring the session back.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from redis.exceptions import NoScriptError
@@ -40,7 +37,8 @@ from ledger.clock import Clock, SystemClock
 from ledger.config import CookieCacheSettings, RedisSettings
 from ledger.events import RecordedEvent, SessionCreated, deserialize
 from ledger.schema import events as events_table
-from ledger.session import SessionState, SessionStatus, evolve
+from ledger.session import SessionState, evolve
+from projections.state_codec import decode_state, encode_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -111,66 +109,6 @@ if tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
-
-
-# ------------------------------------------------------------------ codec
-
-
-def _kind(annotation: object) -> str:
-    text = str(annotation)
-    if "datetime" in text:
-        return "time"
-    if text.startswith("frozenset"):
-        return "set"
-    if text == "SessionStatus":
-        return "status"
-    if text.startswith("Mapping"):
-        return "map"
-    return "plain"
-
-
-#: (field name, kind) of every SessionState field but the version, which
-#: travels as the value's prefix. Derived from the dataclass, so a field added
-#: to SessionState is cached without touching this module.
-_FIELDS = [(f.name, _kind(f.type)) for f in dataclasses.fields(SessionState) if f.name != "version"]
-
-
-def _encode(kind: str, value: Any) -> Any:
-    if value is None or kind == "plain":
-        return value
-    if kind == "time":
-        return value.isoformat()
-    if kind == "set":
-        return sorted(value)
-    if kind == "status":
-        return value.value
-    return dict(value)
-
-
-def _decode(kind: str, value: Any) -> Any:
-    if value is None or kind == "plain":
-        return value
-    if kind == "map":
-        return MappingProxyType(value)
-    if kind == "time":
-        return datetime.fromisoformat(value)
-    if kind == "set":
-        return frozenset(value)
-    return SessionStatus(value)
-
-
-def encode_state(state: SessionState) -> str:
-    """``"<version>|<json>"``: the version prefix lets Lua compare without decoding."""
-    body = {name: _encode(kind, getattr(state, name)) for name, kind in _FIELDS}
-    return f"{state.version}|{json.dumps(body, separators=(',', ':'))}"
-
-
-def decode_state(raw: bytes | str) -> SessionState:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    version, _, body = text.partition("|")
-    data = json.loads(body)
-    values = {name: _decode(kind, data[name]) for name, kind in _FIELDS}
-    return SessionState(**values, version=int(version))
 
 
 def _text(value: bytes | str) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.clock import ManualClock
 from ledger.session import SessionStatus
 from ledger.tokens import hash_token
-from projections.redis_cache import decode_state, encode_state
+from projections.state_codec import decode_state, encode_state
 from projections.verify import verify_redis, verify_table
 from tests.projections.conftest import Harness, make_harness
 
