@@ -264,7 +264,13 @@ async def _prev_hashes(
     cannot move), rather than by letting the unique (stream_id,
     stream_version) reject the insert: a failed insert leaves SQLite's
     statement and write lock in a state that outlives the rollback.
+
+    PostgreSQL has no such problem, so there new streams (every sign-in)
+    skip the read: if the stream exists after all, the unique key rejects
+    the insert and append_batch reports the conflict.
     """
+    if conn.dialect.name == "postgresql" and all(a.expected_version == 0 for a in appends):
+        return {a.stream_id: GENESIS for a in appends}
     if len(appends) == 1:
         row = (await conn.execute(_HEAD, {"stream_id": appends[0].stream_id})).first()
         heads = {} if row is None else {appends[0].stream_id: (row.stream_version, row.hash)}
