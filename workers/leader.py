@@ -39,7 +39,17 @@ MAINTENANCE_LOCK_KEY = 0x5E55_E0E1
 PROJECTOR_LOCK_KEY = 0x5E55_E0E2
 CONNECT_TIMEOUT = 5.0
 CHECK_TIMEOUT = 5.0
-CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+#: What a lost server looks like on the dedicated connection. InternalClientError
+#: included: when the backend is terminated while the connection is idle,
+#: asyncpg can be left mid-protocol and refuses the next query with it
+#: ("cannot switch to state ...; another operation is in progress").
+CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 class Leadership(Protocol):
