@@ -6,6 +6,7 @@ One implementation for PostgreSQL (asyncpg) and SQLite (aiosqlite).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,8 @@ from ledger.events import (
     validate_event,
 )
 from ledger.schema import events as events_table
+
+log = logging.getLogger(__name__)
 
 MAX_STREAM_ID = 64
 MAX_USER_ID = 128
@@ -153,7 +156,14 @@ class EventStore:
             async with self.engine.connect() as conn:
                 raise await _conflict(conn, appends)
         for callback in self.after_commit:
-            await callback(recorded)
+            try:
+                await callback(recorded)
+            except Exception:
+                # The events are durable: a failing follower (a cache, a
+                # notification) must neither fail the command that appended
+                # them (its caller would retry a write that happened) nor
+                # keep the other followers from running.
+                log.exception("after-commit callback %r failed", callback)
         return recorded
 
     async def _lock_appends(self, conn: AsyncConnection) -> None:

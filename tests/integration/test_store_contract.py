@@ -313,6 +313,25 @@ async def test_after_commit_sees_committed_events_only(engine: AsyncEngine) -> N
     assert len(calls) == 1
 
 
+async def test_a_failing_after_commit_callback_fails_neither_the_append_nor_the_others(
+    engine: AsyncEngine,
+) -> None:
+    """The events are durable once committed: a follower's failure must not
+    turn the append into an error (callers would retry a write that happened)."""
+    seen: list[int] = []
+
+    async def broken(recorded: Sequence[RecordedEvent]) -> None:
+        raise RuntimeError("cache down")
+
+    async def healthy(recorded: Sequence[RecordedEvent]) -> None:
+        seen.append(recorded[-1].position)
+
+    store = EventStore(engine, after_commit=[broken, healthy])
+    recorded = await store.append("s", 0, [created("s")])
+    assert seen == [recorded[-1].position]
+    assert await store.read_stream("s") == recorded
+
+
 async def test_two_writers_racing_on_one_stream(engine_url: str, engine: AsyncEngine) -> None:
     """Same expected version from two engines at once: one wins whole, one conflicts."""
     other_engine = make_engine(engine_url)
