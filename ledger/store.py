@@ -7,42 +7,51 @@ One implementation for PostgreSQL (asyncpg) and SQLite (aiosqlite).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, insert, select, text
+import asyncpg
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
-from ledger.chain import GENESIS, event_hash
+from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import is_sqlite, writer
-from ledger.errors import ConcurrencyError, InvalidAppendError
+from ledger.db import autocommit, writer
+from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
 from ledger.events import (
     Event,
     EventMetadata,
     RecordedEvent,
     deserialize,
-    serialize,
-    validate_event,
+    serialize_checked,
 )
 from ledger.schema import events as events_table
 
 log = logging.getLogger(__name__)
 
+#: Driver errors that mean the connection is gone (see _driver_fetch).
+_DISCONNECTS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 MAX_STREAM_ID = 64
 MAX_USER_ID = 128
-#: Key of the PostgreSQL advisory lock that serialises appends (see _lock_appends).
+#: Key of the PostgreSQL advisory lock that serialises appends (see _PG_LOCK).
 APPEND_LOCK_KEY = 0x5E55_1011
 
 
-_INSERT = insert(events_table).returning(
-    events_table.c.position, events_table.c.stream_id, events_table.c.stream_version
-)
 _HEAD = (
     select(events_table.c.stream_version, events_table.c.hash)
     .where(events_table.c.stream_id == bindparam("stream_id"))
@@ -90,6 +99,10 @@ class EventStore:
 
     def __post_init__(self) -> None:
         self._writer = writer(self.engine)
+        self._single = autocommit(self.engine)
+        self._reader = autocommit(self.engine)
+        #: Off only in the test that shows what the append lock prevents.
+        self._serialise = True
 
     # ------------------------------------------------------------------ writes
 
@@ -118,39 +131,63 @@ class EventStore:
         meta = (metadata or EventMetadata()).model_dump(mode="json")
         recorded_at = utc(self.clock.now())
         prepared = [_prepare(a) for a in appends]  # validated before any I/O
-        conflict = False
+        # Existing streams chain onto their head, read before any lock is
+        # taken; the insert below re-checks it atomically (SQLite: a guard
+        # in the statement; PostgreSQL: the unique (stream_id,
+        # stream_version)), so a head that moves meanwhile is a conflict.
+        prev_hashes = await self._prev_hashes(appends)
+        rows = _Rows.build(prepared, prev_hashes, meta, recorded_at)
+        single = not self.inline_projections and rows.statements(self._dialect) == 1
+        recorded: list[RecordedEvent] = []
         for attempt in (1, 2):
-            committing = False
+            sent = False
             try:
-                async with self._writer.connect() as conn, conn.begin():
-                    await self._lock_appends(conn)
-                    prev_hashes = await _prev_hashes(conn, appends)
-                    if prev_hashes is None:
-                        conflict = True
-                    else:
-                        recorded = await _insert(conn, prepared, prev_hashes, meta, recorded_at)
-                        for projection in self.inline_projections:
-                            await projection.apply(conn, recorded)
-                    committing = True  # leaving the block sends COMMIT
+                if single:
+                    # One statement in its own implicit transaction: atomic
+                    # without BEGIN / COMMIT round trips (see _PG_LOCK for
+                    # how it still serialises appends).
+                    async with self._single.connect() as conn:
+                        sent = True
+                        positions = await self._insert(conn, rows, driver=True)
+                        recorded = rows.recorded(positions) if positions else []
+                else:
+                    async with self._writer.connect() as conn, conn.begin():
+                        # On PostgreSQL SQLAlchemy sends BEGIN with the first
+                        # statement it executes itself: this must be the one.
+                        sqlite = self._dialect == "sqlite"
+                        positions = await self._insert(conn, rows, driver=sqlite)
+                        if positions is None:
+                            await conn.rollback()
+                        else:
+                            recorded = rows.recorded(positions)
+                            for projection in self.inline_projections:
+                                await projection.apply(conn, recorded)
+                        sent = True  # leaving the block sends COMMIT
                 break
             except IntegrityError as exc:
-                # The head check under the append lock leaves the unique
-                # (stream_id, stream_version) as a last guard only (a writer
-                # that skipped the lock). Any other constraint (an inline
-                # projection's, say) is not a stream conflict: let it through.
+                # PostgreSQL: the unique (stream_id, stream_version) rejected
+                # the insert. Any other constraint (an inline projection's,
+                # say) is not a stream conflict: let it through.
                 async with self.engine.connect() as conn:
                     error = await _conflict(conn, appends)
                 if error.actual_version is None:
                     raise
+                if attempt == 2 and (own := await self._own_write(rows)) is not None:
+                    recorded = rows.recorded(own)  # the first try did commit
+                    break
                 raise error from exc
             except DBAPIError as exc:
                 # A pooled connection that died (server restart, failover)
                 # fails its first statement; SQLAlchemy then drops the stale
-                # pool. Retrying is safe only if COMMIT was never sent: a
-                # failure during COMMIT leaves the outcome unknown.
-                if attempt == 2 or committing or not exc.connection_invalidated:
+                # pool. A lone statement is retried even when the outcome of
+                # the first try is unknown: the unique (stream_id,
+                # stream_version) keeps it from landing twice, and _own_write
+                # tells "the first try committed" from a real conflict. A
+                # transaction whose COMMIT was sent is not retried: its inline
+                # projections may have had effects of their own.
+                if attempt == 2 or (sent and not single) or not exc.connection_invalidated:
                     raise
-        if conflict:
+        if not recorded:
             # Read outside the writer connection: on SQLite it would take the
             # write lock again (BEGIN IMMEDIATE) only to read.
             async with self.engine.connect() as conn:
@@ -166,18 +203,105 @@ class EventStore:
                 log.exception("after-commit callback %r failed", callback)
         return recorded
 
-    async def _lock_appends(self, conn: AsyncConnection) -> None:
-        if is_sqlite(self.engine):
-            return  # BEGIN IMMEDIATE (ledger.db) already holds the only write lock.
-        # Serialise appends so that positions are handed out in commit order.
-        # A sequence alone hands out positions at INSERT time, and transactions
-        # commit in any order: a reader that has seen position 12 committed
-        # would never look back for an 11 that commits a moment later. The
-        # transaction-scoped advisory lock is released only after COMMIT has
-        # made the rows visible, so the next appender's positions are all
-        # higher than every visible one. Cost: appends do not run in parallel
-        # (measured in bench/append.py); reads are unaffected.
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+    @property
+    def _dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def _prev_hashes(self, appends: Sequence[StreamAppend]) -> dict[str, str]:
+        """The hash each stream's new events chain onto; ConcurrencyError when
+        a stream is not at its expected version (new streams are checked by
+        the insert itself)."""
+        existing = [a for a in appends if a.expected_version > 0]
+        heads: dict[str, tuple[int, str]] = {}
+        if existing:
+            async with self._reader.connect() as conn:
+                if len(existing) == 1:
+                    stream_id = existing[0].stream_id
+                    row = (await conn.execute(_HEAD, {"stream_id": stream_id})).first()
+                    if row is not None:
+                        heads[stream_id] = (row.stream_version, row.hash)
+                else:
+                    heads = await _stream_heads(conn, [a.stream_id for a in existing])
+        hashes: dict[str, str] = {}
+        for a in appends:
+            if a.expected_version == 0:
+                hashes[a.stream_id] = GENESIS
+                continue
+            version, head_hash = heads.get(a.stream_id, (0, GENESIS))
+            if version != a.expected_version:
+                raise ConcurrencyError(a.stream_id, a.expected_version, version)
+            hashes[a.stream_id] = head_hash
+        return hashes
+
+    async def _insert(
+        self, conn: AsyncConnection, rows: _Rows, *, driver: bool
+    ) -> dict[tuple[str, int], int] | None:
+        """Insert the rows; their positions, or None when a stream moved
+        (SQLite's guard; on PostgreSQL the unique key raises instead).
+
+        ``driver``: send the statement on the driver's own connection (see
+        _driver_fetch) rather than through SQLAlchemy's execute."""
+        positions: dict[tuple[str, int], int] = {}
+        for sql, params, count in rows.chunks(self._dialect):
+            if not self._serialise:
+                sql = sql.replace(_PG_LOCK, "")
+            if driver:
+                returned = await self._driver_fetch(conn, sql, params)
+            else:
+                returned = list((await conn.exec_driver_sql(sql, params)).all())
+            if len(returned) != count:
+                return None
+            positions.update({(r[1], r[2]): r[0] for r in returned})
+        return positions
+
+    async def _driver_fetch(
+        self, conn: AsyncConnection, sql: str, params: tuple[Any, ...]
+    ) -> list[Any]:
+        """Run one statement on the pooled connection's driver object.
+
+        Why: the append is the ledger's hottest write, and SQLAlchemy's
+        async adapters cost more than the database here. aiosqlite through
+        SQLAlchemy makes four hops to the connection's thread per statement
+        (cursor, execute, fetchall, close) where ``execute_fetchall`` makes
+        one; on asyncpg SQLAlchemy's execute adds about as much Python time
+        as the round trip itself. The connection still comes from, and goes
+        back to, SQLAlchemy's pool, inside SQLAlchemy's transaction when
+        there is one (SQLite's BEGIN IMMEDIATE is sent by conn.begin()).
+        Driver errors are mapped to the SQLAlchemy errors append_batch
+        handles: a unique violation to IntegrityError, a lost connection to
+        DBAPIError(connection_invalidated) after dropping the stale pool."""
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            if self._dialect == "postgresql":
+                return list(await driver.fetch(sql, *params))
+            return list(await driver.execute_fetchall(sql, params))
+        except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
+            raise IntegrityError(sql, None, exc) from exc
+        except _DISCONNECTS as exc:
+            await conn.invalidate()
+            # Like SQLAlchemy on a disconnect: the other pooled connections
+            # most likely died with this one (server restart).
+            await self.engine.dispose(close=False)
+            raise DBAPIError(sql, None, exc, connection_invalidated=True) from exc
+
+    async def _own_write(self, rows: _Rows) -> dict[tuple[str, int], int] | None:
+        """The positions of ``rows`` if exactly these rows (same hashes) are
+        stored: an append whose first try committed although its connection
+        died before the answer came back."""
+        keys = rows.keys()
+        query = select(
+            events_table.c.position,
+            events_table.c.stream_id,
+            events_table.c.stream_version,
+            events_table.c.hash,
+        ).where(events_table.c.stream_id.in_({stream for stream, _ in keys}))
+        async with self.engine.connect() as conn:
+            stored = {(r.stream_id, r.stream_version): r for r in await conn.execute(query)}
+        hashes = rows.hashes()
+        if any(key not in stored or stored[key].hash != hashes[key] for key in keys):
+            return None
+        return {key: stored[key].position for key in keys}
 
     # ------------------------------------------------------------------- reads
 
@@ -264,37 +388,6 @@ async def _stream_heads(conn: AsyncConnection, stream_ids: list[str]) -> dict[st
     return {row.stream_id: (row.stream_version, row.hash) for row in result}
 
 
-async def _prev_hashes(
-    conn: AsyncConnection, appends: Sequence[StreamAppend]
-) -> dict[str, str] | None:
-    """The hash each stream's new events chain onto, or None when a stream is
-    not at its expected version.
-
-    Checked by reading each stream's head (under the append lock, so it
-    cannot move), rather than by letting the unique (stream_id,
-    stream_version) reject the insert: a failed insert leaves SQLite's
-    statement and write lock in a state that outlives the rollback.
-
-    PostgreSQL has no such problem, so there new streams (every sign-in)
-    skip the read: if the stream exists after all, the unique key rejects
-    the insert and append_batch reports the conflict.
-    """
-    if conn.dialect.name == "postgresql" and all(a.expected_version == 0 for a in appends):
-        return {a.stream_id: GENESIS for a in appends}
-    if len(appends) == 1:
-        row = (await conn.execute(_HEAD, {"stream_id": appends[0].stream_id})).first()
-        heads = {} if row is None else {appends[0].stream_id: (row.stream_version, row.hash)}
-    else:
-        heads = await _stream_heads(conn, [a.stream_id for a in appends])
-    hashes: dict[str, str] = {}
-    for a in appends:
-        version, head_hash = heads.get(a.stream_id, (0, GENESIS))
-        if version != a.expected_version:
-            return None
-        hashes[a.stream_id] = head_hash
-    return hashes
-
-
 async def _conflict(conn: AsyncConnection, appends: Sequence[StreamAppend]) -> ConcurrencyError:
     """Name the first stream that is not where its append expected it."""
     heads = await _stream_heads(conn, [a.stream_id for a in appends])
@@ -310,82 +403,191 @@ async def _conflict(conn: AsyncConnection, appends: Sequence[StreamAppend]) -> C
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     append: StreamAppend
-    #: (validated event, type, schema version, data) per event.
-    events: list[tuple[Event, str, int, dict[str, Any]]]
+    #: (validated event, type, schema version, canonical data JSON) per event.
+    events: list[tuple[Event, str, int, str]]
 
 
 def _prepare(a: StreamAppend) -> _Prepared:
-    """Serialise each event and validate it once, before anything is written.
-
-    Validation matters even for model instances: ``model_copy(update=...)``
-    builds events that skip pydantic's checks."""
+    """Serialise each event once, before anything is written: the canonical
+    JSON is both what is stored and what is hashed."""
     events = []
     for event in a.events:
-        event_type, schema_version, data = serialize(event)
-        validated = validate_event({**data, "type": event_type})
-        events.append((validated, event_type, schema_version, data))
+        try:
+            event_type, schema_version, data = serialize_checked(event)
+            data_json = canonical_json(data)
+        except (TypeError, ValueError) as exc:  # PydanticSerializationError is a ValueError
+            # A nested value changed in place after validation (frozen
+            # models still hold mutable dicts).
+            raise EventValidationError(f"{event.type}: not JSON: {exc}") from None
+        events.append((event, event_type, schema_version, data_json))
     return _Prepared(a, events)
 
 
-async def _insert(
-    conn: AsyncConnection,
-    prepared: Sequence[_Prepared],
-    prev_hashes: dict[str, str],
-    meta: dict[str, Any],
-    recorded_at: datetime,
-) -> list[RecordedEvent]:
-    rows: list[dict[str, Any]] = []
-    for p in prepared:
-        a = p.append
-        version, prev_hash = a.expected_version, prev_hashes[a.stream_id]
-        for _, event_type, schema_version, data in p.events:
-            version += 1
-            row = {
-                "stream_id": a.stream_id,
-                "stream_version": version,
-                "type": event_type,
-                "schema_version": schema_version,
-                "data": data,
-                "meta": meta,
-                "user_id": a.user_id,
-                "recorded_at": recorded_at,
-                "prev_hash": prev_hash,
-            }
-            row["hash"] = prev_hash = event_hash(
-                prev_hash,
-                stream_id=a.stream_id,
-                stream_version=version,
-                event_type=event_type,
-                schema_version=schema_version,
-                data=data,
-                meta=meta,
-                user_id=a.user_id,
-                recorded_at=recorded_at,
-            )
-            rows.append(row)
-    # RETURNING rows of a multi-row insert come in no promised order (asking
-    # SQLAlchemy to sort them makes it insert row by row on SQLite): match
-    # them back by their unique (stream_id, stream_version) instead.
-    result = await conn.execute(_INSERT, rows)
-    positions = {(r.stream_id, r.stream_version): r.position for r in result}
-    metadata = EventMetadata.model_validate(meta)
-    events = [event for p in prepared for event, *_ in p.events]
-    recorded = [
-        RecordedEvent(
-            position=positions[(row["stream_id"], row["stream_version"])],
-            stream_id=row["stream_id"],
-            stream_version=row["stream_version"],
-            event=event,
-            metadata=metadata,
-            user_id=row["user_id"],
-            recorded_at=recorded_at,
-            prev_hash=row["prev_hash"],
-            hash=row["hash"],
+#: SQLite's limit on bound parameters is 32766; stay well below it.
+_SQLITE_CHUNK_ROWS = 500
+_COLUMNS = (
+    "stream_id, stream_version, type, schema_version, data, meta, user_id, "
+    "recorded_at, prev_hash, hash"
+)
+#: Serialises appends so that positions are handed out in commit order. A
+#: sequence alone hands out positions at INSERT time, and transactions commit
+#: in any order: a reader that has seen position 12 committed would never
+#: look back for an 11 that commits a moment later. The transaction-scoped
+#: advisory lock is taken by this uncorrelated EXISTS, which PostgreSQL
+#: evaluates once as an InitPlan before the first row is produced, so before
+#: any position is drawn from the identity sequence; it is released only
+#: after COMMIT has made the rows visible, so the next appender's positions
+#: are all higher than every visible one. Taking it inside the INSERT saves
+#: a round trip over a separate SELECT. The INSERT's snapshot predates the
+#: lock, which is harmless: it reads nothing (the unique index checks the
+#: latest rows whatever the snapshot). Cost: appends do not run in parallel
+#: (measured in bench/append.py); reads are unaffected.
+_PG_LOCK = f"WHERE EXISTS (SELECT FROM pg_advisory_xact_lock({APPEND_LOCK_KEY}))"
+#: Arrays instead of one VALUES tuple per row: one statement text (prepared
+#: once) for any batch size, and no limit on the number of rows.
+_PG_INSERT = f"""INSERT INTO ledger_events ({_COLUMNS})
+SELECT s, v, t, sv, d::json, $1::json, u, $2::timestamptz, p, h
+FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[],
+            $9::text[], $10::text[]) AS x(s, v, t, sv, d, u, p, h)
+{_PG_LOCK}
+RETURNING position, stream_id, stream_version"""  # noqa: S608 (constants only)
+
+
+def _sqlite_insert(rows: int, streams: int) -> str:
+    """A multi-row INSERT guarded by the streams' heads: it inserts nothing
+    when any stream already holds a version it is about to write. SQLite has
+    one writer at a time, and the guard reads inside the write transaction,
+    so nothing can move between the check and the insert; a conflict is an
+    empty result rather than a failed statement (a failed INSERT ... RETURNING
+    can leave sqlite3's statement, and with it the write lock, behind).
+
+    The guard is a scalar subquery, which SQLite runs once per statement (an
+    uncorrelated NOT EXISTS in the same place was run once per row)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    guard = " OR ".join(["(stream_id = ? AND stream_version >= ?)"] * streams)
+    # Placeholders only: every value is a bound parameter.
+    return "".join(
+        (
+            f"INSERT INTO ledger_events ({_COLUMNS}) SELECT * FROM (VALUES {values}) ",  # noqa: S608
+            f"WHERE (SELECT 1 FROM ledger_events WHERE {guard} LIMIT 1) IS NULL ",  # noqa: S608
+            "RETURNING position, stream_id, stream_version",
         )
-        for row, event in zip(rows, events, strict=True)
-    ]
-    recorded.sort(key=lambda r: r.position)
-    return recorded
+    )
+
+
+#: SQLite keeps datetimes as text: format them exactly as SQLAlchemy does.
+_SQLITE_TIMESTAMP = events_table.c.recorded_at.type.dialect_impl(SQLiteDialect()).bind_processor(
+    SQLiteDialect()
+)
+
+
+@dataclass
+class _Rows:
+    """The rows of one append, hashed and ready for either database."""
+
+    prepared: Sequence[_Prepared]
+    meta: dict[str, Any]
+    meta_json: str
+    recorded_at: datetime
+    #: (stream_id, version, type, schema_version, data JSON, user_id, prev, hash)
+    rows: list[tuple[str, int, str, int, str, str | None, str, str]]
+
+    @classmethod
+    def build(
+        cls,
+        prepared: Sequence[_Prepared],
+        prev_hashes: dict[str, str],
+        meta: dict[str, Any],
+        recorded_at: datetime,
+    ) -> _Rows:
+        meta_json = canonical_json(meta)
+        stamp = timestamp(recorded_at)
+        rows = []
+        for p in prepared:
+            a = p.append
+            version, prev_hash = a.expected_version, prev_hashes[a.stream_id]
+            for _, event_type, schema_version, data_json in p.events:
+                version += 1
+                digest = event_hash_from_json(
+                    prev_hash,
+                    stream_id=a.stream_id,
+                    stream_version=version,
+                    event_type=event_type,
+                    schema_version=schema_version,
+                    data_json=data_json,
+                    meta_json=meta_json,
+                    user_id=a.user_id,
+                    recorded_at=stamp,
+                )
+                row = (a.stream_id, version, event_type, schema_version, data_json, a.user_id)
+                rows.append((*row, prev_hash, digest))
+                prev_hash = digest
+        return cls(prepared, meta, meta_json, recorded_at, rows)
+
+    def keys(self) -> list[tuple[str, int]]:
+        return [(r[0], r[1]) for r in self.rows]
+
+    def hashes(self) -> dict[tuple[str, int], str]:
+        return {(r[0], r[1]): r[7] for r in self.rows}
+
+    def statements(self, dialect: str) -> int:
+        """How many statements :meth:`chunks` makes."""
+        if dialect == "postgresql":
+            return 1
+        return -(-len(self.rows) // _SQLITE_CHUNK_ROWS)
+
+    def chunks(self, dialect: str) -> list[tuple[str, tuple[Any, ...], int]]:
+        """(SQL, parameters, row count) per statement."""
+        if dialect == "postgresql":
+            columns = list(zip(*self.rows, strict=True))
+            arrays = (self.meta_json, self.recorded_at, *map(list, columns))
+            return [(_PG_INSERT, arrays, len(self.rows))]
+        assert _SQLITE_TIMESTAMP is not None
+        stamp = _SQLITE_TIMESTAMP(self.recorded_at)
+        statements = []
+        for start in range(0, len(self.rows), _SQLITE_CHUNK_ROWS):
+            chunk = self.rows[start : start + _SQLITE_CHUNK_ROWS]
+            params: list[Any] = []
+            first: dict[str, int] = {}
+            for (
+                stream_id,
+                version,
+                event_type,
+                schema_version,
+                data,
+                user_id,
+                prev,
+                digest,
+            ) in chunk:
+                params += (stream_id, version, event_type, schema_version, data)
+                params += (self.meta_json, user_id, stamp, prev, digest)
+                first.setdefault(stream_id, version)
+            for guard in first.items():
+                params += guard
+            statements.append((_sqlite_insert(len(chunk), len(first)), tuple(params), len(chunk)))
+        return statements
+
+    def recorded(self, positions: dict[tuple[str, int], int]) -> list[RecordedEvent]:
+        metadata = EventMetadata.model_validate(self.meta)
+        events = [event for p in self.prepared for event, *_ in p.events]
+        recorded = [
+            RecordedEvent(
+                position=positions[(stream_id, version)],
+                stream_id=stream_id,
+                stream_version=version,
+                event=event,
+                metadata=metadata,
+                user_id=user_id,
+                recorded_at=self.recorded_at,
+                prev_hash=prev,
+                hash=digest,
+            )
+            for (stream_id, version, _, _, _, user_id, prev, digest), event in zip(
+                self.rows, events, strict=True
+            )
+        ]
+        recorded.sort(key=lambda r: r.position)
+        return recorded
 
 
 def _recorded_from_row(*, position: int, **row: Any) -> RecordedEvent:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit_reader, retry_stale
+from ledger.db import autocommit, retry_stale
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -145,7 +145,7 @@ class SqlSessionReadModel:
 
     def __init__(self, engine: AsyncEngine) -> None:
         # Every read here is one statement (or two independent ones).
-        self.engine = autocommit_reader(engine)
+        self.engine = autocommit(engine)
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
         return await retry_stale(lambda: self._by_token_hash(token_hash))

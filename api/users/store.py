@@ -39,7 +39,7 @@ from api.users.errors import (
 )
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import autocommit_reader, retry_stale
+from ledger.db import autocommit, retry_stale
 from ledger.ports import ProviderAccount, UserRecord
 
 MIN_PASSWORD = 8
@@ -84,7 +84,7 @@ class SqlUserStore:
         self._dummy_hash: str | None = None
         # The port's reads are single statements on every request's path:
         # no BEGIN / ROLLBACK round trips for them.
-        self._reader = autocommit_reader(self.engine)
+        self._reader = autocommit(self.engine)
 
     # ----------------------------------------------------------- the port
 

@@ -24,7 +24,6 @@ from ledger.errors import (
     ConcurrencyError,
     EventValidationError,
     InvalidAppendError,
-    LedgerError,
     UnknownEventTypeError,
 )
 from ledger.events import (
@@ -33,6 +32,7 @@ from ledger.events import (
     RecordedEvent,
     RevocationReason,
     SessionRevoked,
+    SessionTouched,
     deserialize,
     validate_event,
 )
@@ -645,18 +645,35 @@ async def test_invalid_payload_is_rejected(
 
 
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
-async def test_event_invalidated_after_construction_is_not_written(store: EventStore) -> None:
-    """model_copy(update=...) skips validation; the store must still refuse the event."""
+async def test_events_cannot_be_built_around_validation(store: EventStore) -> None:
+    """pydantic's model_copy(update=...) and model_construct skip validation;
+    events validate there too, so no invalid event ever reaches the store
+    (which therefore does not validate a second time)."""
     await store.append("s", 0, [created("s")])
     before = await snapshot(store.engine)
-    forged = touched().model_copy(update={"touched_at": "yesterday"})
-    with pytest.raises(LedgerError):
-        await store.append("s", 1, [forged])
-    bad_hash = created("t").model_copy(update={"token_hash": token_hash("t").upper()})
+    with pytest.raises(EventValidationError, match="touched_at"):
+        touched().model_copy(update={"touched_at": "yesterday"})
     with pytest.raises(EventValidationError, match="token_hash"):
-        await store.append("t", 0, [bad_hash])
+        created("t").model_copy(update={"token_hash": token_hash("t").upper()})
+    with pytest.raises(EventValidationError, match="touched_at"):
+        SessionTouched.model_construct(touched_at="yesterday")  # type: ignore[arg-type]
+    # Valid updates still work, and a copy without updates is the same event.
+    later = touched().model_copy(update={"touched_at": T0 + timedelta(seconds=5)})
+    assert later.touched_at == T0 + timedelta(seconds=5)
+    assert touched().model_copy() == touched()
     await assert_nothing_written(store, before)
-    assert await store.read_stream("s") != []  # the stream stays readable
+
+
+async def test_a_payload_mutated_after_validation_is_not_written(store: EventStore) -> None:
+    """Frozen models still hold mutable dicts: a value that is no longer JSON
+    is refused with a clear error, and nothing is written."""
+    event = created("s")
+    event.fields["when"] = object()  # type: ignore[assignment]  # not a JSON value
+    before = await snapshot(store.engine)
+    with pytest.raises(EventValidationError, match="not JSON"):
+        await store.append("s", 0, [event])
+    await assert_nothing_written(store, before)
+    assert await store.read_stream("s") == []
 
 
 @pytest.mark.parametrize(

@@ -129,17 +129,19 @@ async def test_reader_sees_every_committed_event_once_in_order(engine_url: str) 
         await engine.dispose()
 
 
-async def _no_lock(self: EventStore, conn: AsyncConnection) -> None:
-    return None
-
-
 async def test_reader_misses_events_without_the_append_lock(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Control experiment: the race above does catch a store that hands out
     positions without serialising commits (PostgreSQL; SQLite serialises writers
     in the database itself)."""
-    monkeypatch.setattr(EventStore, "_lock_appends", _no_lock)
+    original = EventStore.__post_init__
+
+    def without_lock(self: EventStore) -> None:
+        original(self)
+        self._serialise = False
+
+    monkeypatch.setattr(EventStore, "__post_init__", without_lock)
     outcomes: list[tuple[int, int]] = []
     for attempt in range(5):
         seed = random.randrange(1 << 30)
