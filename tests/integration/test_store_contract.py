@@ -736,3 +736,61 @@ async def test_single_stream_append_rejects_bad_input(store: EventStore) -> None
     with pytest.raises(ConcurrencyError):
         await store.append("s", 5, [touched()])
     await assert_nothing_written(store, before)
+
+
+# ------------------------------------------------------------------ lost connections
+
+
+async def test_append_survives_a_server_side_disconnect_of_its_pool(pg_engine: AsyncEngine) -> None:
+    """Every pooled backend is killed (a server restart, a failover): the
+    next single-statement append drops the stale pool and lands once."""
+    store = EventStore(pg_engine)
+    await store.append("a", 0, [created("a")])
+    admin_engine = make_engine(pg_engine.url.render_as_string(hide_password=False))
+    try:
+        async with admin_engine.connect() as admin:
+            killed = await admin.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    finally:
+        await admin_engine.dispose()
+    assert killed and killed >= 1
+    recorded = await store.append("b", 0, [created("b")])
+    assert [r.stream_id for r in await store.read_all()] == ["a", "b"]
+    assert recorded[0].stream_id == "b"
+
+
+async def test_an_append_whose_answer_was_lost_is_not_reported_as_a_conflict(
+    pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement commits but the connection dies before the answer: the
+    retry meets its own rows, recognises them by their hashes, and returns
+    them instead of a ConcurrencyError; nothing is written twice."""
+    store = EventStore(pg_engine)
+    real = EventStore._driver_fetch
+    calls = 0
+
+    async def commit_then_lose_the_answer(
+        self: EventStore, conn: AsyncConnection, sql: str, params: tuple[Any, ...]
+    ) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        rows = await real(self, conn, sql, params)
+        if calls == 1:
+            raise DBAPIError(sql, None, ConnectionError("lost"), connection_invalidated=True)
+        return rows
+
+    monkeypatch.setattr(EventStore, "_driver_fetch", commit_then_lose_the_answer)
+    recorded = await store.append("s", 0, [created("s"), touched()], metadata=META)
+    assert calls == 2
+    stored = await store.read_stream("s")
+    assert [(r.position, r.hash) for r in recorded] == [(r.position, r.hash) for r in stored]
+    assert len(stored) == 2
+
+    # A real conflict after a lost answer is still a conflict.
+    calls = 0
+    with pytest.raises(ConcurrencyError):
+        await store.append("s", 0, [created("s")])
