@@ -6,13 +6,15 @@ serialised; this module hides that so the store has one implementation.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
 
@@ -69,6 +71,47 @@ async def retry_stale(read: Callable[[], Awaitable[T]]) -> T:
         if not exc.connection_invalidated:
             raise
         return await read()
+
+
+#: Driver errors that mean the connection is gone (see driver_fetch).
+_DISCONNECTS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Run one statement (``$1`` placeholders on PostgreSQL, ``?`` on SQLite)
+    on the pooled connection's driver object; its rows.
+
+    For the hottest paths only (an append, a session lookup by token), where
+    SQLAlchemy's async adapters cost more than the database: aiosqlite
+    through SQLAlchemy makes four hops to the connection's thread per
+    statement (cursor, execute, fetchall, close) where ``execute_fetchall``
+    makes one, and on asyncpg SQLAlchemy's execute adds about as much Python
+    time as the round trip itself. The connection still comes from, and goes
+    back to, SQLAlchemy's pool, inside SQLAlchemy's transaction when there is
+    one. Driver errors become the SQLAlchemy errors the callers handle: a
+    unique violation IntegrityError, a lost connection
+    DBAPIError(connection_invalidated) after dropping the stale pool, as
+    SQLAlchemy itself does on a disconnect."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    try:
+        if conn.dialect.name == "postgresql":
+            return list(await driver.fetch(sql, *params))
+        return list(await driver.execute_fetchall(sql, params))
+    except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
+        raise IntegrityError(sql, None, exc) from exc
+    except _DISCONNECTS as exc:
+        await conn.invalidate()
+        # The other pooled connections most likely died with this one.
+        await conn.engine.dispose(close=False)
+        raise DBAPIError(sql, None, exc, connection_invalidated=True) from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -7,13 +7,11 @@ One implementation for PostgreSQL (asyncpg) and SQLite (aiosqlite).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import asyncpg
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Row
@@ -23,7 +21,7 @@ from sqlalchemy.orm import aliased
 
 from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import autocommit, writer
+from ledger.db import autocommit, driver_fetch, writer
 from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
 from ledger.events import (
     Event,
@@ -35,16 +33,6 @@ from ledger.events import (
 from ledger.schema import events as events_table
 
 log = logging.getLogger(__name__)
-
-#: Driver errors that mean the connection is gone (see _driver_fetch).
-_DISCONNECTS = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.InternalClientError,
-)
 
 MAX_STREAM_ID = 64
 MAX_USER_ID = 128
@@ -257,33 +245,8 @@ class EventStore:
     async def _driver_fetch(
         self, conn: AsyncConnection, sql: str, params: tuple[Any, ...]
     ) -> list[Any]:
-        """Run one statement on the pooled connection's driver object.
-
-        Why: the append is the ledger's hottest write, and SQLAlchemy's
-        async adapters cost more than the database here. aiosqlite through
-        SQLAlchemy makes four hops to the connection's thread per statement
-        (cursor, execute, fetchall, close) where ``execute_fetchall`` makes
-        one; on asyncpg SQLAlchemy's execute adds about as much Python time
-        as the round trip itself. The connection still comes from, and goes
-        back to, SQLAlchemy's pool, inside SQLAlchemy's transaction when
-        there is one (SQLite's BEGIN IMMEDIATE is sent by conn.begin()).
-        Driver errors are mapped to the SQLAlchemy errors append_batch
-        handles: a unique violation to IntegrityError, a lost connection to
-        DBAPIError(connection_invalidated) after dropping the stale pool."""
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        try:
-            if self._dialect == "postgresql":
-                return list(await driver.fetch(sql, *params))
-            return list(await driver.execute_fetchall(sql, params))
-        except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
-            raise IntegrityError(sql, None, exc) from exc
-        except _DISCONNECTS as exc:
-            await conn.invalidate()
-            # Like SQLAlchemy on a disconnect: the other pooled connections
-            # most likely died with this one (server restart).
-            await self.engine.dispose(close=False)
-            raise DBAPIError(sql, None, exc, connection_invalidated=True) from exc
+        # The append is the ledger's hottest write: see ledger.db.driver_fetch.
+        return await driver_fetch(conn, sql, params)
 
     async def _own_write(self, rows: _Rows) -> dict[tuple[str, int], int] | None:
         """The positions of ``rows`` if exactly these rows (same hashes) are

@@ -3,17 +3,17 @@ append) and the SQL read model the SessionLedger reads through."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
+from sqlalchemy import Table, TextClause, bindparam, select, text
+from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, retry_stale
+from ledger.db import autocommit, driver_fetch, retry_stale
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -63,13 +63,21 @@ async def upsert(
 ) -> None:
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.session_id],
-        set_={name: stmt.excluded[name] for name in _UPDATABLE},
-    )
-    await conn.execute(stmt, rows)
+    await conn.execute(_upsert_statement(table), rows)
+
+
+@functools.cache
+def _upsert_statement(table: Table) -> TextClause:
+    # SQLAlchemy does not cache the compiled form of ``on_conflict_do_update``
+    # (it recompiled it on every sign-in: most of a create's Python time). A
+    # typed text() statement is cached, and both databases read this SQL alike.
+    columns = ", ".join(_COLUMNS)
+    values = ", ".join(f":{name}" for name in _COLUMNS)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in _UPDATABLE)
+    return text(
+        f"INSERT INTO {table.name} ({columns}) VALUES ({values}) "  # noqa: S608 (names only)
+        f"ON CONFLICT (session_id) DO UPDATE SET {updates}"
+    ).bindparams(*(bindparam(c.name, type_=c.type) for c in table.columns))
 
 
 async def load_states(
@@ -114,7 +122,10 @@ def _time(value: datetime | None) -> datetime | None:
 
 
 def state_from_row(row: Row[Any]) -> SessionState:
-    m = row._mapping
+    return state_from_mapping(row._mapping)
+
+
+def state_from_mapping(m: Mapping[Any, Any]) -> SessionState:
     return SessionState(
         session_id=m["session_id"],
         user_id=m["user_id"],
@@ -140,6 +151,26 @@ def state_from_row(row: Row[Any]) -> SessionState:
     )
 
 
+_SELECTED = ", ".join(f"s.{name}" for name in _COLUMNS)
+_BY_TOKEN = (
+    f"SELECT {_SELECTED} FROM {sessions.name} s WHERE s.token_hash = {{0}} "  # noqa: S608
+    f"UNION ALL SELECT {_SELECTED} FROM {sessions.name} s JOIN {retired_tokens.name} r "
+    "ON r.session_id = s.session_id WHERE r.token_hash = {1} LIMIT 1"
+)
+_BY_TOKEN_PG = _BY_TOKEN.format("$1", "$1")
+_BY_TOKEN_SQLITE = _BY_TOKEN.format("?", "?")
+
+
+@functools.cache
+def _result_processors(dialect: Dialect) -> list[Callable[[Any], Any] | None]:
+    """SQLAlchemy's own conversions of driver values (SQLite's text
+    timestamps, JSON text) per column, for rows read on the driver."""
+    return [
+        sessions.c[name].type.dialect_impl(dialect).result_processor(dialect, None)
+        for name in _COLUMNS
+    ]
+
+
 class SqlSessionReadModel:
     """Reads the ``sessions`` table: the authoritative read path."""
 
@@ -151,21 +182,24 @@ class SqlSessionReadModel:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
 
     async def _by_token_hash(self, token_hash: str) -> SessionState | None:
+        # The hot read of every request: one statement, sent on the driver
+        # (see ledger.db.driver_fetch). The current token is by far the
+        # common case; UNION ALL ... LIMIT 1 stops there and only looks at
+        # rotated-out tokens (previous one in grace, or reuse) when needed.
         async with self.engine.connect() as conn:
-            # The current token is by far the common case: one indexed lookup.
-            row = (
-                await conn.execute(select(sessions).where(sessions.c.token_hash == token_hash))
-            ).first()
-            if row is None:
-                # Rotated-out tokens (previous one in grace, or reuse).
-                row = (
-                    await conn.execute(
-                        select(sessions)
-                        .join(retired_tokens, retired_tokens.c.session_id == sessions.c.session_id)
-                        .where(retired_tokens.c.token_hash == token_hash)
-                    )
-                ).first()
-            return None if row is None else state_from_row(row)
+            dialect = conn.dialect
+            if dialect.name == "postgresql":
+                rows = await driver_fetch(conn, _BY_TOKEN_PG, (token_hash,))
+            else:
+                rows = await driver_fetch(conn, _BY_TOKEN_SQLITE, (token_hash, token_hash))
+        if not rows:
+            return None
+        processors = _result_processors(dialect)
+        values = {
+            name: value if process is None else process(value)
+            for name, value, process in zip(_COLUMNS, rows[0], processors, strict=True)
+        }
+        return state_from_mapping(values)
 
     async def by_id(self, session_id: str) -> SessionState | None:
         states = await self.by_ids([session_id])
