@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 T = TypeVar("T")
 
@@ -150,6 +151,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # and a reader following positions can never skip an event.
         options = conn.get_execution_options()
         if options.get(WRITE):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin(conn, "BEGIN IMMEDIATE")
         elif not options.get(AUTOCOMMIT):
-            conn.exec_driver_sql("BEGIN")
+            _begin(conn, "BEGIN")
+
+    def _begin(conn: Connection, sql: str) -> None:
+        # On the driver: one hop to aiosqlite's thread instead of the three
+        # (cursor, execute, close) of SQLAlchemy's execute. This runs inside
+        # SQLAlchemy's greenlet, where await_only is how its own adapters
+        # wait on aiosqlite.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        try:
+            await_only(driver.execute(sql))
+        except sqlite3.OperationalError as exc:  # "database is locked" after busy_timeout
+            raise OperationalError(sql, None, exc) from exc
