@@ -6,13 +6,14 @@ serialised; this module hides that so the store has one implementation.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import Column, event
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
@@ -102,6 +103,11 @@ async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -
     SQLAlchemy itself does on a disconnect."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
+    # Observers of SQLAlchemy's statements (statement counters, tracing)
+    # still see this one; there is no SQLAlchemy cursor or context (None).
+    sync_conn = conn.sync_connection
+    if sync_conn is not None:
+        sync_conn.dispatch.before_cursor_execute(sync_conn, None, sql, params, None, False)
     try:
         if conn.dialect.name == "postgresql":
             return list(await driver.fetch(sql, *params))
@@ -113,6 +119,27 @@ async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -
         # The other pooled connections most likely died with this one.
         await conn.engine.dispose(close=False)
         raise DBAPIError(sql, None, exc, connection_invalidated=True) from exc
+
+
+RowDecoder = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+@functools.cache
+def row_decoder(dialect: Dialect, columns: tuple[Column[Any], ...]) -> RowDecoder:
+    """Turn a row read by :func:`driver_fetch` (values in ``columns`` order)
+    into ``{name: value}`` with SQLAlchemy's own conversions for this
+    dialect (SQLite's text timestamps, JSON text, integer booleans)."""
+    processors = [
+        (c.key, c.type.dialect_impl(dialect).result_processor(dialect, None)) for c in columns
+    ]
+
+    def decode(values: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: value if process is None else process(value)
+            for (name, process), value in zip(processors, values, strict=True)
+        }
+
+    return decode
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -4,16 +4,16 @@ append) and the SQL read model the SessionLedger reads through."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, TextClause, bindparam, select, text
-from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, driver_fetch, retry_stale
+from ledger.db import autocommit, driver_fetch, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -161,16 +161,6 @@ _BY_TOKEN_PG = _BY_TOKEN.format("$1", "$1")
 _BY_TOKEN_SQLITE = _BY_TOKEN.format("?", "?")
 
 
-@functools.cache
-def _result_processors(dialect: Dialect) -> list[Callable[[Any], Any] | None]:
-    """SQLAlchemy's own conversions of driver values (SQLite's text
-    timestamps, JSON text) per column, for rows read on the driver."""
-    return [
-        sessions.c[name].type.dialect_impl(dialect).result_processor(dialect, None)
-        for name in _COLUMNS
-    ]
-
-
 class SqlSessionReadModel:
     """Reads the ``sessions`` table: the authoritative read path."""
 
@@ -194,12 +184,7 @@ class SqlSessionReadModel:
                 rows = await driver_fetch(conn, _BY_TOKEN_SQLITE, (token_hash, token_hash))
         if not rows:
             return None
-        processors = _result_processors(dialect)
-        values = {
-            name: value if process is None else process(value)
-            for name, value, process in zip(_COLUMNS, rows[0], processors, strict=True)
-        }
-        return state_from_mapping(values)
+        return state_from_mapping(row_decoder(dialect, tuple(sessions.columns))(rows[0]))
 
     async def by_id(self, session_id: str) -> SessionState | None:
         states = await self.by_ids([session_id])

@@ -21,7 +21,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,7 +39,7 @@ from api.users.errors import (
 )
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import autocommit, retry_stale
+from ledger.db import autocommit, driver_fetch, retry_stale, row_decoder
 from ledger.ports import ProviderAccount, UserRecord
 
 MIN_PASSWORD = 8
@@ -70,7 +70,9 @@ def check_password(password: str) -> None:
         raise PasswordTooLongError(f"password must be at most {MAX_PASSWORD} characters")
 
 
-_USER_BY_ID = select(users).where(users.c.id == bindparam("id"))
+_USER_COLUMNS = ", ".join(c.name for c in users.columns)
+_USER_BY_ID_PG = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = $1"  # noqa: S608
+_USER_BY_ID_SQLITE = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = ?"  # noqa: S608
 
 
 @dataclass
@@ -89,10 +91,16 @@ class SqlUserStore:
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
+        # On every get-session: one statement on the driver (see
+        # ledger.db.driver_fetch), decoded by SQLAlchemy's type processors.
         async def read() -> UserRecord | None:
             async with self._reader.connect() as conn:
-                row = (await conn.execute(_USER_BY_ID, {"id": user_id})).first()
-            return None if row is None else _user(row)
+                dialect = conn.dialect
+                sql = _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE
+                rows = await driver_fetch(conn, sql, (user_id,))
+            if not rows:
+                return None
+            return _user_from_mapping(row_decoder(dialect, tuple(users.columns))(rows[0]))
 
         return await retry_stale(read)
 

@@ -757,7 +757,8 @@ async def test_append_survives_a_server_side_disconnect_of_its_pool(pg_engine: A
             )
     finally:
         await admin_engine.dispose()
-    assert killed and killed >= 1
+    assert killed is not None
+    assert killed >= 1
     recorded = await store.append("b", 0, [created("b")])
     assert [r.stream_id for r in await store.read_all()] == ["a", "b"]
     assert recorded[0].stream_id == "b"

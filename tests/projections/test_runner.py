@@ -184,8 +184,11 @@ async def test_revoke_racing_a_cache_fill_never_resurrects(harness: Harness) -> 
 
         async def reader(token: str = token, revoked: asyncio.Event = revoked) -> None:
             for _ in range(5):
+                # A read that starts after the revoke returned must fail; one
+                # already in flight may answer either way (it is concurrent).
+                after_revoke = revoked.is_set()
                 validated = await harness.ledger.get_session(token, disable_refresh=True)
-                if revoked.is_set():
+                if after_revoke:
                     assert validated is None
                 await asyncio.sleep(0)
 
