@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, TextClause, bindparam, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -63,7 +64,20 @@ async def upsert(
 ) -> None:
     if not rows:
         return
-    await conn.execute(_upsert_statement(table), rows)
+    if len(rows) == 1:
+        # The per-request case (a sign-in, a refresh, a revoke).
+        await conn.execute(_upsert_statement(table), rows)
+        return
+    # Many rows (replay batches, expiry sweeps, revoke-all): the Core
+    # construct, which SQLAlchemy sends as multi-row statements
+    # ("insertmanyvalues"); its compilation is paid once per batch.
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.session_id],
+        set_={name: stmt.excluded[name] for name in _UPDATABLE},
+    )
+    await conn.execute(stmt, rows)
 
 
 @functools.cache
