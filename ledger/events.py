@@ -237,12 +237,20 @@ def event_class(event_type: str) -> type[_Event]:
         raise UnknownEventTypeError(f"unknown event type {event_type!r}") from None
 
 
+_TYPE_ONLY = {"type"}
+
+
 def serialize(event: Event) -> tuple[str, int, dict[str, Any]]:
-    """``(type, schema_version, data)``; data is JSON-ready and excludes ``type``."""
+    """``(type, schema_version, data)``; data is JSON-ready and excludes ``type``.
+
+    The append path runs this for every event, so it calls pydantic-core's
+    serializer directly (what ``model_dump`` wraps). No validation here:
+    event instances are valid by construction (see ``_Event``)."""
     cls = event_class(event.type)
     if not isinstance(event, cls):
         raise EventValidationError(f"event of type {event.type!r} is a {type(event).__name__}")
-    return event.type, cls.schema_version, event.model_dump(mode="json", exclude={"type"})
+    data = type(event).__pydantic_serializer__.to_python(event, mode="json", exclude=_TYPE_ONLY)
+    return event.type, cls.schema_version, data
 
 
 def deserialize(event_type: str, schema_version: int, data: dict[str, Any]) -> Event:
@@ -291,21 +299,6 @@ def validate_event(payload: dict[str, Any]) -> Event:
     except ValidationError as exc:
         raise _validation_error(event_type, exc) from None
     return event
-
-
-_TYPE_ONLY = {"type"}
-
-
-def serialize_checked(event: Event) -> tuple[str, int, dict[str, Any]]:
-    """:func:`serialize` for the append path, which runs it for every event:
-    pydantic-core's serializer called directly (same result, less wrapping).
-    No second validation: event instances are valid by construction (see
-    ``_Event``)."""
-    cls, schema_version = _CURRENT.get(event.type, (None, 0))
-    if cls is None or type(event) is not cls:
-        return serialize(event)  # a subclass, or the clear error
-    data = cls.__pydantic_serializer__.to_python(event, mode="json", exclude=_TYPE_ONLY)
-    return event.type, schema_version, data
 
 
 def _validation_error(event_type: str, exc: ValidationError) -> EventValidationError:

@@ -28,7 +28,7 @@ from ledger.events import (
     EventMetadata,
     RecordedEvent,
     deserialize,
-    serialize_checked,
+    serialize,
 )
 from ledger.schema import events as events_table
 
@@ -228,25 +228,19 @@ class EventStore:
         (SQLite's guard; on PostgreSQL the unique key raises instead).
 
         ``driver``: send the statement on the driver's own connection (see
-        _driver_fetch) rather than through SQLAlchemy's execute."""
+        ledger.db.driver_fetch) rather than through SQLAlchemy's execute."""
         positions: dict[tuple[str, int], int] = {}
         for sql, params, count in rows.chunks(self._dialect):
             if not self._serialise:
                 sql = sql.replace(_PG_LOCK, "")
             if driver:
-                returned = await self._driver_fetch(conn, sql, params)
+                returned = await driver_fetch(conn, sql, params)
             else:
                 returned = list((await conn.exec_driver_sql(sql, params)).all())
             if len(returned) != count:
                 return None
             positions.update({(r[1], r[2]): r[0] for r in returned})
         return positions
-
-    async def _driver_fetch(
-        self, conn: AsyncConnection, sql: str, params: tuple[Any, ...]
-    ) -> list[Any]:
-        # The append is the ledger's hottest write: see ledger.db.driver_fetch.
-        return await driver_fetch(conn, sql, params)
 
     async def _own_write(self, rows: _Rows) -> dict[tuple[str, int], int] | None:
         """The positions of ``rows`` if exactly these rows (same hashes) are
@@ -376,7 +370,7 @@ def _prepare(a: StreamAppend) -> _Prepared:
     events = []
     for event in a.events:
         try:
-            event_type, schema_version, data = serialize_checked(event)
+            event_type, schema_version, data = serialize(event)
             data_json = canonical_json(data)
         except (TypeError, ValueError) as exc:  # PydanticSerializationError is a ValueError
             # A nested value changed in place after validation (frozen
