@@ -46,6 +46,7 @@ from ledger.clock import Clock
 from ledger.db import make_engine
 from ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from ledger.schema import events as events_table
+from ledger.writes import Notify, PendingEvent, Write
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ KEEPALIVE = 5.0
 POLL_INTERVAL = 0.05
 
 
-def ended_session_ids(recorded: Iterable[RecordedEvent]) -> list[str]:
+def ended_session_ids(recorded: Iterable[RecordedEvent | PendingEvent]) -> list[str]:
     return [r.stream_id for r in recorded if r.type in TERMINAL_EVENT_TYPES]
 
 
@@ -67,13 +68,23 @@ class PgRevocationNotifier:
     """Inline projection: ``pg_notify`` in the append transaction (delivered on commit)."""
 
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        ids = ended_session_ids(recorded)
-        for i in range(0, len(ids), NOTIFY_BATCH):
-            payload = ",".join(ids[i : i + NOTIFY_BATCH])
+        for notify in _notifications(recorded):
             await conn.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": CHANNEL, "payload": payload},
+                {"channel": notify.channel, "payload": notify.payload},
             )
+
+    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
+        """The same notifications for new streams, as data (see ledger.writes)."""
+        return list(_notifications(pending))
+
+
+def _notifications(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[Notify]:
+    ids = ended_session_ids(recorded)
+    return [
+        Notify(CHANNEL, ",".join(ids[i : i + NOTIFY_BATCH]))
+        for i in range(0, len(ids), NOTIFY_BATCH)
+    ]
 
 
 class RevocationFeed:

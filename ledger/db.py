@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Column, event
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import await_only
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import await_only, greenlet_spawn
 
 T = TypeVar("T")
 
@@ -86,25 +87,90 @@ _DISCONNECTS = (
 )
 
 
-async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Run one statement (``$1`` placeholders on PostgreSQL, ``?`` on SQLite)
-    on the pooled connection's driver object; its rows.
+class Driver:
+    """A pooled connection's driver object (asyncpg or aiosqlite), used
+    directly; see :func:`pooled`."""
 
-    For the hottest paths only (an append, a session lookup by token), where
-    SQLAlchemy's async adapters cost more than the database: aiosqlite
-    through SQLAlchemy makes four hops to the connection's thread per
-    statement (cursor, execute, fetchall, close) where ``execute_fetchall``
-    makes one, and on asyncpg SQLAlchemy's execute adds about as much Python
-    time as the round trip itself. The connection still comes from, and goes
-    back to, SQLAlchemy's pool, inside SQLAlchemy's transaction when there is
-    one. Driver errors become the SQLAlchemy errors the callers handle: a
-    unique violation IntegrityError, a lost connection
-    DBAPIError(connection_invalidated) after dropping the stale pool, as
-    SQLAlchemy itself does on a disconnect."""
+    __slots__ = ("_connection", "_driver", "_engine", "_fairy", "_postgres")
+
+    def __init__(self, engine: Engine, fairy: PoolProxiedConnection) -> None:
+        self._engine = engine
+        self._fairy = fairy
+        self._driver: Any = fairy.driver_connection
+        self._postgres = engine.dialect.name == "postgresql"
+        self._connection: Connection | None = None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement (``$1`` placeholders on PostgreSQL, ``?`` on
+        SQLite); its rows. Driver errors become SQLAlchemy's (see
+        :func:`_translate`)."""
+        if self._engine._has_events:
+            # Observers of SQLAlchemy's statements (statement counters,
+            # tracing) still see this one. A Connection over the same pooled
+            # connection is built only for them; there is no cursor or
+            # execution context (None).
+            if self._connection is None:
+                self._connection = Connection(self._engine, self._fairy)
+            self._engine.dispatch.before_cursor_execute(
+                self._connection, None, sql, params, None, False
+            )
+        try:
+            if self._postgres:
+                return list(await self._driver.fetch(sql, *params))
+            return list(await self._driver.execute_fetchall(sql, params))
+        except _DRIVER_ERRORS as exc:
+            raise _translate(sql, exc) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        """SQLite only: whether a transaction is open on this connection."""
+        return bool(self._driver.in_transaction)
+
+
+async def pooled(engine: AsyncEngine, work: Callable[[Driver], Awaitable[T]]) -> T:
+    """Run ``work`` on a connection from ``engine``'s pool, on its driver.
+
+    For the hottest paths (an append, a session or user lookup by key),
+    where SQLAlchemy's async layers cost more than the database: an
+    ``AsyncConnection`` hops into SQLAlchemy's greenlet three times per use
+    (connect, each execute, close) and builds a Connection with its
+    execution options; aiosqlite through SQLAlchemy makes four hops to the
+    connection's thread per statement (cursor, execute, fetchall, close)
+    where the driver makes one; and on asyncpg SQLAlchemy's execute adds
+    about as much Python time as the round trip itself. Here the checkout,
+    ``work`` and the return to the pool share one greenlet hop, and every
+    statement goes straight to the driver.
+
+    The connection is SQLAlchemy's pooled one: the same pool, limits and
+    reset on return (a rollback when a transaction was left open). It is
+    in autocommit: each statement stands alone unless ``work`` sends BEGIN.
+    A lost connection is invalidated and the rest of the pool dropped, as
+    SQLAlchemy itself does on a disconnect; the error is a
+    ``DBAPIError(connection_invalidated=True)`` (see :func:`retry_stale`)."""
+    return await greenlet_spawn(_pooled, engine.sync_engine, work)
+
+
+def _pooled(engine: Engine, work: Callable[[Driver], Awaitable[T]]) -> T:
+    # Runs inside SQLAlchemy's greenlet: the checkout may connect (await_only
+    # inside the pool), and await_only hands ``work`` to the event loop.
+    fairy = engine.raw_connection()
+    try:
+        return await_only(work(Driver(engine, fairy)))
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            fairy.invalidate(exc.orig)
+            # The other pooled connections most likely died with this one.
+            engine.dispose(close=False)
+        raise
+    finally:
+        fairy.close()
+
+
+async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """:meth:`Driver.fetch` on the connection of an open ``AsyncConnection``
+    (inside SQLAlchemy's transaction when there is one)."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    # Observers of SQLAlchemy's statements (statement counters, tracing)
-    # still see this one; there is no SQLAlchemy cursor or context (None).
     sync_conn = conn.sync_connection
     if sync_conn is not None:
         sync_conn.dispatch.before_cursor_execute(sync_conn, None, sql, params, None, False)
@@ -112,13 +178,28 @@ async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -
         if conn.dialect.name == "postgresql":
             return list(await driver.fetch(sql, *params))
         return list(await driver.execute_fetchall(sql, params))
-    except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
-        raise IntegrityError(sql, None, exc) from exc
-    except _DISCONNECTS as exc:
-        await conn.invalidate()
-        # The other pooled connections most likely died with this one.
-        await conn.engine.dispose(close=False)
-        raise DBAPIError(sql, None, exc, connection_invalidated=True) from exc
+    except _DRIVER_ERRORS as exc:
+        error = _translate(sql, exc)
+        if error.connection_invalidated:
+            await conn.invalidate()
+            await conn.engine.dispose(close=False)
+        raise error from exc
+
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, sqlite3.Error, *_DISCONNECTS)
+
+
+def _translate(sql: str, exc: BaseException) -> DBAPIError:
+    """The SQLAlchemy error its callers handle for a driver error: a unique
+    violation IntegrityError, a lost connection DBAPIError with
+    connection_invalidated, SQLite's "database is locked" OperationalError."""
+    if isinstance(exc, asyncpg.UniqueViolationError | sqlite3.IntegrityError):
+        return IntegrityError(sql, None, exc)
+    if isinstance(exc, _DISCONNECTS):
+        return DBAPIError(sql, None, exc, connection_invalidated=True)
+    if isinstance(exc, sqlite3.OperationalError):
+        return OperationalError(sql, None, exc)
+    return DBAPIError(sql, None, exc)
 
 
 RowDecoder = Callable[[Sequence[Any]], dict[str, Any]]

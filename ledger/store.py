@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 
 from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import autocommit, driver_fetch, writer
+from ledger.db import Driver, autocommit, driver_fetch, pooled, writer
 from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
 from ledger.events import (
     Event,
@@ -31,6 +31,13 @@ from ledger.events import (
     serialize,
 )
 from ledger.schema import events as events_table
+from ledger.writes import (
+    NewStreamWrites,
+    PendingEvent,
+    Write,
+    pg_statement,
+    sqlite_statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,6 @@ class EventStore:
 
     def __post_init__(self) -> None:
         self._writer = writer(self.engine)
-        self._single = autocommit(self.engine)
         self._reader = autocommit(self.engine)
         #: Off only in the test that shows what the append lock prevents.
         self._serialise = True
@@ -125,25 +131,29 @@ class EventStore:
         # stream_version)), so a head that moves meanwhile is a conflict.
         prev_hashes = await self._prev_hashes(appends)
         rows = _Rows.build(prepared, prev_hashes, meta, recorded_at)
-        single = not self.inline_projections and rows.statements(self._dialect) == 1
+        writes = self._new_stream_writes(rows)
+        postgres = self._dialect == "postgresql"
+        # One statement, atomic on its own: nothing to project, or (on
+        # PostgreSQL) new streams whose projections' writes ride along.
+        single = writes == [] and rows.statements(self._dialect) == 1
+        single = single or (postgres and writes is not None)
         recorded: list[RecordedEvent] = []
         for attempt in (1, 2):
             sent = False
             try:
-                if single:
-                    # One statement in its own implicit transaction: atomic
-                    # without BEGIN / COMMIT round trips (see _PG_LOCK for
-                    # how it still serialises appends).
-                    async with self._single.connect() as conn:
-                        sent = True
-                        positions = await self._insert(conn, rows, driver=True)
-                        recorded = rows.recorded(positions) if positions else []
+                if writes is not None:
+                    # On the driver, in one hop (see ledger.db.pooled):
+                    # PostgreSQL one statement in its own implicit
+                    # transaction (see _PG_LOCK for how it still serialises
+                    # appends); SQLite one transaction on the driver.
+                    sent = True
+                    positions = await pooled(self.engine, lambda d: self._send(d, rows, writes))
+                    recorded = rows.recorded(positions) if positions else []
                 else:
                     async with self._writer.connect() as conn, conn.begin():
                         # On PostgreSQL SQLAlchemy sends BEGIN with the first
                         # statement it executes itself: this must be the one.
-                        sqlite = self._dialect == "sqlite"
-                        positions = await self._insert(conn, rows, driver=sqlite)
+                        positions = await self._insert_in(conn, rows)
                         if positions is None:
                             await conn.rollback()
                         else:
@@ -166,13 +176,15 @@ class EventStore:
                 raise error from exc
             except DBAPIError as exc:
                 # A pooled connection that died (server restart, failover)
-                # fails its first statement; SQLAlchemy then drops the stale
-                # pool. A lone statement is retried even when the outcome of
-                # the first try is unknown: the unique (stream_id,
-                # stream_version) keeps it from landing twice, and _own_write
-                # tells "the first try committed" from a real conflict. A
-                # transaction whose COMMIT was sent is not retried: its inline
-                # projections may have had effects of their own.
+                # fails its first statement; the stale pool is then dropped.
+                # A lone statement is retried even when the outcome of the
+                # first try is unknown: the unique (stream_id,
+                # stream_version) keeps it from landing twice (and with it
+                # the projection writes of the same statement), and
+                # _own_write tells "the first try committed" from a real
+                # conflict. A transaction whose COMMIT may have been sent is
+                # not retried: its inline projections may have had effects
+                # of their own.
                 if attempt == 2 or (sent and not single) or not exc.connection_invalidated:
                     raise
         if not recorded:
@@ -221,25 +233,73 @@ class EventStore:
             hashes[a.stream_id] = head_hash
         return hashes
 
-    async def _insert(
-        self, conn: AsyncConnection, rows: _Rows, *, driver: bool
-    ) -> dict[tuple[str, int], int] | None:
-        """Insert the rows; their positions, or None when a stream moved
-        (SQLite's guard; on PostgreSQL the unique key raises instead).
+    def _new_stream_writes(self, rows: _Rows) -> list[Write] | None:
+        """Every inline projection's writes for this append, as data; None
+        when the projections must run on the connection instead (an existing
+        stream, or a projection that cannot say). See ledger.writes."""
+        if any(p.append.expected_version != 0 for p in rows.prepared):
+            return [] if not self.inline_projections else None
+        writers: list[NewStreamWrites] = []
+        for projection in self.inline_projections:
+            if not isinstance(projection, NewStreamWrites):
+                return None
+            writers.append(projection)
+        pending = rows.pending()
+        return [w for p in writers for w in p.new_stream_writes(pending)]
 
-        ``driver``: send the statement on the driver's own connection (see
-        ledger.db.driver_fetch) rather than through SQLAlchemy's execute."""
+    async def _send(
+        self, driver: Driver, rows: _Rows, writes: Sequence[Write]
+    ) -> dict[tuple[str, int], int] | None:
+        """The append and ``writes`` on the driver; positions, or None when a
+        stream moved (SQLite's guard; on PostgreSQL the unique key raises)."""
+        if self._dialect == "postgresql":
+            ((sql, params, count),) = rows.chunks("postgresql")
+            if not self._serialise:
+                sql = sql.replace(_PG_LOCK, "")
+            if writes:
+                sql, fused = pg_statement(self.engine.dialect, sql, params, writes)
+                return _positions(await driver.fetch(sql, fused), count)
+            return _positions(await driver.fetch(sql, params), count)
+        if not writes and rows.statements("sqlite") == 1:
+            ((sql, params, count),) = rows.chunks("sqlite")
+            return _positions(await driver.fetch(sql, params), count)
+        # Writers take SQLite's write lock up front (see ledger.db): the
+        # guard in the INSERT then reads what no one else can change.
+        await driver.fetch("BEGIN IMMEDIATE")
+        try:
+            positions: dict[tuple[str, int], int] = {}
+            for sql, params, count in rows.chunks("sqlite"):
+                chunk = _positions(await driver.fetch(sql, params), count)
+                if chunk is None:
+                    return None  # rolled back below
+                positions.update(chunk)
+            for statement, values in sqlite_statements(self.engine.dialect, writes, positions):
+                await driver.fetch(statement, values)
+            await driver.fetch("COMMIT")
+            return positions
+        finally:
+            if driver.in_transaction:
+                await driver.fetch("ROLLBACK")
+
+    async def _insert_in(
+        self, conn: AsyncConnection, rows: _Rows
+    ) -> dict[tuple[str, int], int] | None:
+        """The rows inserted in ``conn``'s transaction; positions, or None
+        when a stream moved. SQLite: on the driver (one hop to its thread
+        instead of four); PostgreSQL: through SQLAlchemy, which sends BEGIN
+        with it."""
         positions: dict[tuple[str, int], int] = {}
         for sql, params, count in rows.chunks(self._dialect):
             if not self._serialise:
                 sql = sql.replace(_PG_LOCK, "")
-            if driver:
+            if self._dialect == "sqlite":
                 returned = await driver_fetch(conn, sql, params)
             else:
                 returned = list((await conn.exec_driver_sql(sql, params)).all())
-            if len(returned) != count:
+            chunk = _positions(returned, count)
+            if chunk is None:
                 return None
-            positions.update({(r[1], r[2]): r[0] for r in returned})
+            positions.update(chunk)
         return positions
 
     async def _own_write(self, rows: _Rows) -> dict[tuple[str, int], int] | None:
@@ -319,6 +379,14 @@ class EventStore:
 
 
 # ----------------------------------------------------------------- helpers
+
+
+def _positions(returned: Sequence[Any], count: int) -> dict[tuple[str, int], int] | None:
+    """(stream, version) -> position from an INSERT's RETURNING rows; None
+    when fewer than ``count`` rows came back (SQLite's guard held)."""
+    if len(returned) != count:
+        return None
+    return {(r[1], r[2]): r[0] for r in returned}
 
 
 def _check_appends(appends: Sequence[StreamAppend]) -> None:
@@ -523,6 +591,16 @@ class _Rows:
                 params += guard
             statements.append((_sqlite_insert(len(chunk), len(first)), tuple(params), len(chunk)))
         return statements
+
+    def pending(self) -> list[PendingEvent]:
+        metadata = EventMetadata.model_validate(self.meta)
+        events = [event for p in self.prepared for event, *_ in p.events]
+        return [
+            PendingEvent(stream_id, version, event, metadata, user_id, self.recorded_at)
+            for (stream_id, version, *_, user_id, _, _), event in zip(
+                self.rows, events, strict=True
+            )
+        ]
 
     def recorded(self, positions: dict[tuple[str, int], int]) -> list[RecordedEvent]:
         metadata = EventMetadata.model_validate(self.meta)

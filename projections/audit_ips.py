@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.audit_schema import audit_ips, ip_key
 from ledger.events import RecordedEvent, SessionCreated, SessionTouched
+from ledger.writes import Insert, PendingEvent, Write
 
 
-def sightings(recorded: Sequence[RecordedEvent]) -> list[dict[str, Any]]:
+def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str, Any]]:
     """One ``audit_ips`` row per event that saw its session at an address."""
     rows: list[dict[str, Any]] = []
     for r in recorded:
@@ -40,3 +41,9 @@ class AuditIpProjection:
         rows = sightings(recorded)
         if rows:
             await conn.execute(audit_ips.insert(), rows)
+
+    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
+        """The same rows for new streams, as data (see ledger.writes); the
+        position is filled in by the append."""
+        rows = sightings(pending)
+        return [Insert(audit_ips, rows)] if rows else []

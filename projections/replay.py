@@ -55,7 +55,7 @@ from ledger.clock import Clock, SystemClock
 from ledger.db import is_sqlite, writer
 from ledger.events import EventMetadata, RecordedEvent, deserialize_json
 from ledger.schema import events as events_table
-from ledger.store import APPEND_LOCK_KEY, EventStore
+from ledger.store import EventStore
 from projections.redis_cache import Keys, RedisCacheProjection
 from projections.schema import projection_checkpoints, retired_tokens, sessions
 from projections.session_table import SessionTableProjection
@@ -217,10 +217,17 @@ async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[Record
 
 async def _lock_appends(conn: AsyncConnection) -> None:
     # SQLite: the writer connection's BEGIN IMMEDIATE already holds the only
-    # write lock. PostgreSQL: the same transaction-scoped advisory lock every
-    # append takes first (ledger.store), so no append commits until we do.
+    # write lock. PostgreSQL: EXCLUSIVE on the events table waits for every
+    # append in flight to end and keeps new ones out until we commit;
+    # readers go on. Not the appends' advisory lock: an append of new
+    # streams is one statement (ledger.writes) that locks the projection
+    # tables it writes when it is parsed, before it takes the advisory lock,
+    # and the swap below needs those tables exclusively; waiting on the
+    # advisory lock here would deadlock with it. Every append locks
+    # ledger_events first (its first statement, or the first table of its
+    # one statement), so it never holds a projection table while it waits.
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+        await conn.execute(text(f"LOCK TABLE {events_table.name} IN EXCLUSIVE MODE"))
 
 
 async def _call(hook: BatchHook | None, number: int) -> None:

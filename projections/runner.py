@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.events import RecordedEvent
 from ledger.store import EventStore
+from ledger.writes import Notify, PendingEvent, Write
 from projections.redis_cache import Keys, RedisCacheProjection
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ class NotifyOnAppend:
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": self.channel, "payload": str(recorded[-1].position)},
         )
+
+    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
+        """The same notification for new streams, as data (see ledger.writes):
+        ``pending`` is in the order positions are drawn, so the last event
+        gets the highest."""
+        return [Notify(self.channel, pending[-1].position)] if pending else []
 
 
 class ProjectionRunner:

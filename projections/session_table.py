@@ -14,10 +14,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, driver_fetch, retry_stale, row_decoder
+from ledger.db import autocommit, pooled, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
+from ledger.writes import Insert, PendingEvent, Write
 from projections.schema import retired_tokens, sessions
 
 _COLUMNS = [c.name for c in sessions.columns]
@@ -35,28 +36,42 @@ class SessionTableProjection:
         self.retired = retired
 
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        by_stream: dict[str, list[RecordedEvent]] = {}
+        first: dict[str, RecordedEvent] = {}
         for r in recorded:
-            by_stream.setdefault(r.stream_id, []).append(r)
-        existing_ids = [
-            sid for sid, evs in by_stream.items() if not isinstance(evs[0].event, SessionCreated)
-        ]
+            first.setdefault(r.stream_id, r)
+        existing_ids = [s for s, r in first.items() if not isinstance(r.event, SessionCreated)]
         states = {s.session_id: s for s in await load_states(conn, existing_ids, self.table)}
-        rows: list[dict[str, Any]] = []
-        retired: list[dict[str, Any]] = []
-        for stream_id, stream_events in by_stream.items():
-            state = states.get(stream_id)
-            for r in stream_events:
-                state = evolve(state, r.event)
-                if isinstance(r.event, SessionRotated):
-                    retired.append(
-                        {"token_hash": r.event.previous_token_hash, "session_id": stream_id}
-                    )
-            assert state is not None
-            rows.append(state_to_row(state))
+        rows, retired = _fold_rows(recorded, states)
         await upsert(conn, rows, self.table)
         if retired:
             await conn.execute(self.retired.insert(), retired)
+
+    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
+        """The same rows for new streams, as data (see ledger.writes)."""
+        rows, retired = _fold_rows(pending, {})
+        writes: list[Write] = [Insert(self.table, rows, on_conflict="update")]
+        if retired:
+            writes.append(Insert(self.retired, retired))
+        return writes
+
+
+def _fold_rows(
+    events: Sequence[RecordedEvent | PendingEvent], states: Mapping[str, SessionState]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``sessions`` row of every stream in ``events`` (folded onto
+    ``states``) and the ``retired`` rows of their rotations."""
+    folded: dict[str, SessionState | None] = {}
+    retired: list[dict[str, Any]] = []
+    for r in events:
+        state = folded[r.stream_id] if r.stream_id in folded else states.get(r.stream_id)
+        folded[r.stream_id] = evolve(state, r.event)
+        if isinstance(r.event, SessionRotated):
+            retired.append({"token_hash": r.event.previous_token_hash, "session_id": r.stream_id})
+    rows = []
+    for state in folded.values():
+        assert state is not None
+        rows.append(state_to_row(state))
+    return rows, retired
 
 
 async def upsert(
@@ -186,16 +201,16 @@ class SqlSessionReadModel:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
 
     async def _by_token_hash(self, token_hash: str) -> SessionState | None:
-        # The hot read of every request: one statement, sent on the driver
-        # (see ledger.db.driver_fetch). The current token is by far the
-        # common case; UNION ALL ... LIMIT 1 stops there and only looks at
+        # The hot read of every request: one statement on the driver, in one
+        # hop (see ledger.db.pooled). The current token is by far the common
+        # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
-        async with self.engine.connect() as conn:
-            dialect = conn.dialect
-            if dialect.name == "postgresql":
-                rows = await driver_fetch(conn, _BY_TOKEN_PG, (token_hash,))
-            else:
-                rows = await driver_fetch(conn, _BY_TOKEN_SQLITE, (token_hash, token_hash))
+        dialect = self.engine.dialect
+        if dialect.name == "postgresql":
+            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_PG, (token_hash,)))
+        else:
+            params = (token_hash, token_hash)
+            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_SQLITE, params))
         if not rows:
             return None
         return state_from_mapping(row_decoder(dialect, tuple(sessions.columns))(rows[0]))

@@ -39,7 +39,7 @@ from api.users.errors import (
 )
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import autocommit, driver_fetch, retry_stale, row_decoder
+from ledger.db import pooled, retry_stale, row_decoder
 from ledger.ports import ProviderAccount, UserRecord
 
 MIN_PASSWORD = 8
@@ -84,20 +84,17 @@ class SqlUserStore:
 
     def __post_init__(self) -> None:
         self._dummy_hash: str | None = None
-        # The port's reads are single statements on every request's path:
-        # no BEGIN / ROLLBACK round trips for them.
-        self._reader = autocommit(self.engine)
 
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        # On every get-session: one statement on the driver (see
-        # ledger.db.driver_fetch), decoded by SQLAlchemy's type processors.
+        # On every get-session: one statement on the driver, in one hop (see
+        # ledger.db.pooled), decoded by SQLAlchemy's type processors.
+        dialect = self.engine.dialect
+        sql = _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE
+
         async def read() -> UserRecord | None:
-            async with self._reader.connect() as conn:
-                dialect = conn.dialect
-                sql = _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE
-                rows = await driver_fetch(conn, sql, (user_id,))
+            rows = await pooled(self.engine, lambda d: d.fetch(sql, (user_id,)))
             if not rows:
                 return None
             return _user_from_mapping(row_decoder(dialect, tuple(users.columns))(rows[0]))

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.chain import event_hash
 from ledger.clock import ManualClock
-from ledger.db import driver_fetch, make_engine
+from ledger.db import Driver, make_engine
 from ledger.errors import (
     ConcurrencyError,
     EventValidationError,
@@ -771,20 +771,20 @@ async def test_an_append_whose_answer_was_lost_is_not_reported_as_a_conflict(
     retry meets its own rows, recognises them by their hashes, and returns
     them instead of a ConcurrencyError; nothing is written twice."""
     store = EventStore(pg_engine)
-    real = driver_fetch
+    real = Driver.fetch
     calls = 0
 
     async def commit_then_lose_the_answer(
-        conn: AsyncConnection, sql: str, params: Sequence[Any]
+        driver: Driver, sql: str, params: Sequence[Any] = ()
     ) -> list[Any]:
         nonlocal calls
         calls += 1
-        rows = await real(conn, sql, params)
+        rows = await real(driver, sql, params)
         if calls == 1:
             raise DBAPIError(sql, None, ConnectionError("lost"), connection_invalidated=True)
         return rows
 
-    monkeypatch.setattr("ledger.store.driver_fetch", commit_then_lose_the_answer)
+    monkeypatch.setattr(Driver, "fetch", commit_then_lose_the_answer)
     recorded = await store.append("s", 0, [created("s"), touched()], metadata=META)
     assert calls == 2
     stored = await store.read_stream("s")
