@@ -459,7 +459,9 @@ def _busy(subject: str) -> LedgerError:
 def _check_fields(fields: Mapping[str, Any], *, allow_empty: bool) -> None:
     if not isinstance(fields, Mapping):
         raise InvalidCommandError("fields must be an object")
-    if not fields and not allow_empty:
+    if not fields:
+        if allow_empty:
+            return
         raise InvalidCommandError("no fields to update")
     try:
         size = len(json.dumps(fields))

@@ -356,7 +356,7 @@ def _check_fields(fields: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
     if not isinstance(fields, Mapping):
         raise InvalidCommandError("fields must be a JSON object")
     _check_json(fields)
-    return copy.deepcopy(dict(fields))
+    return copy.deepcopy(dict(fields)) if fields else {}
 
 
 _E = TypeVar("_E", bound=BaseModel)
@@ -631,6 +631,8 @@ def _frozen_fields(
     old: Mapping[str, JsonValue], new: Mapping[str, JsonValue]
 ) -> Mapping[str, JsonValue]:
     # Deep copy: the state must not alias the (mutable) dicts inside events.
+    if not new:  # the common case (a sign-in without fields): nothing to copy
+        return MappingProxyType(dict(old))
     return MappingProxyType({**old, **copy.deepcopy(dict(new))})
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 
 from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import Driver, autocommit, driver_fetch, pooled, writer
+from ledger.db import Driver, SqliteExecute, autocommit, driver_fetch, pooled, writer
 from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
 from ledger.events import (
     Event,
@@ -32,7 +32,6 @@ from ledger.events import (
 )
 from ledger.schema import events as events_table
 from ledger.writes import (
-    NewStreamWrites,
     PendingEvent,
     Write,
     pg_statement,
@@ -239,13 +238,15 @@ class EventStore:
         stream, or a projection that cannot say). See ledger.writes."""
         if any(p.append.expected_version != 0 for p in rows.prepared):
             return [] if not self.inline_projections else None
-        writers: list[NewStreamWrites] = []
+        writers: list[Callable[[Sequence[PendingEvent]], Sequence[Write]]] = []
         for projection in self.inline_projections:
-            if not isinstance(projection, NewStreamWrites):
+            # The optional capability ledger.writes.NewStreamWrites.
+            new_stream_writes = getattr(projection, "new_stream_writes", None)
+            if new_stream_writes is None:
                 return None
-            writers.append(projection)
+            writers.append(new_stream_writes)
         pending = rows.pending()
-        return [w for p in writers for w in p.new_stream_writes(pending)]
+        return [w for new_stream_writes in writers for w in new_stream_writes(pending)]
 
     async def _send(
         self, driver: Driver, rows: _Rows, writes: Sequence[Write]
@@ -263,23 +264,24 @@ class EventStore:
         if not writes and rows.statements("sqlite") == 1:
             ((sql, params, count),) = rows.chunks("sqlite")
             return _positions(await driver.fetch(sql, params), count)
-        # Writers take SQLite's write lock up front (see ledger.db): the
-        # guard in the INSERT then reads what no one else can change.
-        await driver.fetch("BEGIN IMMEDIATE")
-        try:
+        dialect = self.engine.dialect
+
+        def transaction(execute: SqliteExecute) -> dict[tuple[str, int], int] | None:
+            # Runs in SQLite's thread, inside BEGIN IMMEDIATE: the write lock
+            # is held from the start, so the guard in the INSERT reads what
+            # no one else can change.
             positions: dict[tuple[str, int], int] = {}
             for sql, params, count in rows.chunks("sqlite"):
-                chunk = _positions(await driver.fetch(sql, params), count)
+                chunk = _positions(execute(sql, params), count)
                 if chunk is None:
-                    return None  # rolled back below
+                    execute("ROLLBACK", ())
+                    return None
                 positions.update(chunk)
-            for statement, values in sqlite_statements(self.engine.dialect, writes, positions):
-                await driver.fetch(statement, values)
-            await driver.fetch("COMMIT")
+            for statement, values in sqlite_statements(dialect, writes, positions):
+                execute(statement, values)
             return positions
-        finally:
-            if driver.in_transaction:
-                await driver.fetch("ROLLBACK")
+
+        return await driver.sqlite_transaction(transaction)
 
     async def _insert_in(
         self, conn: AsyncConnection, rows: _Rows
@@ -512,6 +514,7 @@ class _Rows:
 
     prepared: Sequence[_Prepared]
     meta: dict[str, Any]
+    metadata: EventMetadata
     meta_json: str
     recorded_at: datetime
     #: (stream_id, version, type, schema_version, data JSON, user_id, prev, hash)
@@ -547,7 +550,8 @@ class _Rows:
                 row = (a.stream_id, version, event_type, schema_version, data_json, a.user_id)
                 rows.append((*row, prev_hash, digest))
                 prev_hash = digest
-        return cls(prepared, meta, meta_json, recorded_at, rows)
+        metadata = EventMetadata.model_validate(meta)  # exactly what is stored
+        return cls(prepared, meta, metadata, meta_json, recorded_at, rows)
 
     def keys(self) -> list[tuple[str, int]]:
         return [(r[0], r[1]) for r in self.rows]
@@ -593,7 +597,7 @@ class _Rows:
         return statements
 
     def pending(self) -> list[PendingEvent]:
-        metadata = EventMetadata.model_validate(self.meta)
+        metadata = self.metadata
         events = [event for p in self.prepared for event, *_ in p.events]
         return [
             PendingEvent(stream_id, version, event, metadata, user_id, self.recorded_at)
@@ -603,7 +607,7 @@ class _Rows:
         ]
 
     def recorded(self, positions: dict[tuple[str, int], int]) -> list[RecordedEvent]:
-        metadata = EventMetadata.model_validate(self.meta)
+        metadata = self.metadata
         events = [event for p in self.prepared for event, *_ in p.events]
         recorded = [
             RecordedEvent(

@@ -25,7 +25,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
@@ -86,7 +86,6 @@ class Notify:
 Write = Insert | Notify
 
 
-@runtime_checkable
 class NewStreamWrites(Protocol):
     """The capability an inline projection adds to ``apply``: its writes for
     an append whose every stream is new, as data. Must equal what ``apply``
@@ -98,48 +97,45 @@ class NewStreamWrites(Protocol):
 Bind = Callable[[Any], Any] | None
 
 
+@dataclass(frozen=True, slots=True, eq=False)  # one per shape (cached): compared by identity
+class _Shape:
+    """What every Insert into one table with one set of columns shares."""
+
+    #: ``INSERT INTO t (a, b)`` (names the table itself knows: only they reach SQL).
+    head: str
+    columns: tuple[str, ...]
+    #: SQLAlchemy's own conversions for this dialect (JSON to text, SQLite's
+    #: text timestamps and integer booleans): the driver gets what
+    #: SQLAlchemy's execute would have given it.
+    binders: tuple[Bind, ...]
+    conflict: Mapping[str | None, str]
+
+
 @functools.cache
-def _binders(dialect: Dialect, table: Table) -> dict[str, Bind]:
-    # SQLAlchemy's own conversions for this dialect (JSON to text, SQLite's
-    # text timestamps and integer booleans): the driver gets what
-    # SQLAlchemy's execute would have given it.
-    return {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns}
+def _shape(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Shape:
+    columns = tuple(table.c[key].name for key in keys)  # KeyError for unknown names
+    binders = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
+    primary = [c.name for c in table.primary_key.columns]
+    target = ", ".join(primary)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in primary)
+    conflict = {
+        None: "",
+        "nothing": f" ON CONFLICT ({target}) DO NOTHING",
+        "update": f" ON CONFLICT ({target}) DO UPDATE SET {updates}",
+    }
+    head = f"INSERT INTO {table.name} ({', '.join(columns)})"
+    return _Shape(head, columns, binders, conflict)
 
 
-def _columns(write: Insert) -> list[str]:
-    # Names the table itself knows (KeyError otherwise): only they reach SQL.
-    return [write.table.c[name].name for name in write.rows[0]]
-
-
-def _conflict_clause(insert: Insert, columns: Sequence[str]) -> str:
-    if insert.on_conflict is None:
-        return ""
-    keys = [c.name for c in insert.table.primary_key.columns]
-    target = ", ".join(keys)
-    if insert.on_conflict == "nothing":
-        return f" ON CONFLICT ({target}) DO NOTHING"
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
-    return f" ON CONFLICT ({target}) DO UPDATE SET {updates}"
-
-
-class _PgParams:
-    """Numbered parameters after the ones the event INSERT uses."""
-
-    def __init__(self, first: int) -> None:
-        self.values: list[Any] = []
-        self.first = first
-
-    def add(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${self.first + len(self.values) - 1}"
-
-    def value(self, value: Any, bind: Bind) -> str:
-        if isinstance(value, PositionOf):
-            stream = self.add(value.stream_id)
-            version = self.add(value.stream_version)
-            where = f"stream_id = {stream} AND stream_version = {version}"
-            return f"(SELECT position FROM ev WHERE {where})"  # noqa: S608 (placeholders)
-        return self.add(value if bind is None or value is None else bind(value))
+def _bound(shape: _Shape, row: Mapping[str, Any]) -> list[Any]:
+    """The row's values in column order, converted (PositionOf left as is)."""
+    values = []
+    for column, bind in zip(shape.columns, shape.binders, strict=True):
+        value = row[column]
+        if bind is not None and value is not None and type(value) is not PositionOf:
+            value = bind(value)
+        values.append(value)
+    return values
 
 
 def pg_statement(
@@ -147,42 +143,91 @@ def pg_statement(
 ) -> tuple[str, list[Any]]:
     """The event INSERT (``insert_sql``: ``INSERT ... RETURNING position,
     stream_id, stream_version``) with ``writes`` as one statement returning
-    the same columns.
+    the same columns, and its parameters."""
+    params = list(insert_params)
+    signature: list[_NotifySig | _InsertSig] = []
+    for write in writes:
+        if isinstance(write, Notify):
+            params.append(write.channel)
+            payload = write.payload
+            if type(payload) is PositionOf:
+                params += (payload.stream_id, payload.stream_version)
+                signature.append(_NotifySig(position=True))
+            else:
+                params.append(payload)
+                signature.append(_NotifySig(position=False))
+            continue
+        if not write.rows:
+            continue
+        shape = _shape(dialect, write.table, tuple(write.rows[0]))
+        rows: list[tuple[int, ...]] = []
+        for row in write.rows:
+            at: tuple[int, ...] = ()
+            for i, value in enumerate(_bound(shape, row)):
+                if type(value) is PositionOf:
+                    params += (value.stream_id, value.stream_version)
+                    at += (i,)
+                else:
+                    params.append(value)
+            rows.append(at)
+        signature.append(_InsertSig(shape, write.on_conflict, tuple(rows)))
+    return _pg_sql(insert_sql, len(insert_params), tuple(signature)), params
+
+
+@dataclass(frozen=True, slots=True)
+class _NotifySig:
+    position: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _InsertSig:
+    shape: _Shape
+    on_conflict: str | None
+    #: Per row, the indexes of the columns whose value is a PositionOf.
+    rows: tuple[tuple[int, ...], ...]
+
+
+@functools.lru_cache(maxsize=256)  # shapes vary only with batch sizes
+def _pg_sql(insert_sql: str, taken: int, signature: tuple[_NotifySig | _InsertSig, ...]) -> str:
+    """The statement text for one shape of writes (cached: a sign-in always
+    has the same one, so its text is built once and prepared once).
 
     Each Insert is a data-modifying CTE, which PostgreSQL runs to completion
     whether or not the main query reads it; all of them commit or fail with
     the events. Parameters in VALUES take their types from the target
-    columns. Each Notify is an uncorrelated scalar subquery of the main
-    query (an InitPlan: evaluated once, not once per returned row)."""
-    params = _PgParams(len(insert_params) + 1)
+    columns; a PositionOf is a scalar subquery over the INSERT's RETURNING
+    rows. Each Notify is an uncorrelated scalar subquery of the main query
+    (an InitPlan: evaluated once, not once per returned row)."""
+    n = taken
+
+    def mark() -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    def position() -> str:
+        where = f"stream_id = {mark()} AND stream_version = {mark()}"
+        return f"(SELECT position FROM ev WHERE {where})"  # noqa: S608 (placeholders)
+
     ctes = [f"ev AS ({insert_sql})"]
     notifies: list[str] = []
-    for write in writes:
-        if isinstance(write, Notify):
-            channel = params.add(write.channel)
-            payload = params.value(write.payload, None)
-            if isinstance(write.payload, PositionOf):
-                payload = f"{payload}::text"
+    for entry in signature:
+        if isinstance(entry, _NotifySig):
+            channel = mark()
+            payload = f"{position()}::text" if entry.position else mark()
             notifies.append(f", (SELECT pg_notify({channel}, {payload}))")
             continue
-        if not write.rows:
-            continue
-        columns = _columns(write)
-        binders = _binders(dialect, write.table)
-        values = ", ".join(
-            "(" + ", ".join(params.value(row[c], binders[c]) for c in columns) + ")"
-            for row in write.rows
-        )
-        # Table and column names from the Table, values all bound.
-        ctes.append(
-            f"w{len(ctes)} AS (INSERT INTO {write.table.name} ({', '.join(columns)}) "  # noqa: S608
-            f"VALUES {values}{_conflict_clause(write, columns)})"
-        )
-    sql = (
+        shape = entry.shape
+        tuples = []
+        for at in entry.rows:
+            marks = (position() if i in at else mark() for i in range(len(shape.columns)))
+            tuples.append(f"({', '.join(marks)})")
+        conflict = shape.conflict[entry.on_conflict]
+        ctes.append(f"w{len(ctes)} AS ({shape.head} VALUES {', '.join(tuples)}{conflict})")
+    return (
         f"WITH {', '.join(ctes)} "  # noqa: S608 (built above from names and placeholders)
         f"SELECT position, stream_id, stream_version{''.join(notifies)} FROM ev"
     )
-    return sql, [*insert_params, *params.values]
 
 
 #: SQLite's limit on bound parameters is 32766: rows per INSERT stay below it.
@@ -198,22 +243,18 @@ def sqlite_statements(
     for write in writes:
         if isinstance(write, Notify) or not write.rows:
             continue
-        columns = _columns(write)
-        binders = _binders(dialect, write.table)
-        per_statement = max(1, _SQLITE_MAX_PARAMS // len(columns))
-        row_sql = "(" + ", ".join(["?"] * len(columns)) + ")"
-        head = f"INSERT INTO {write.table.name} ({', '.join(columns)}) VALUES "  # noqa: S608
-        tail = _conflict_clause(write, columns)
+        shape = _shape(dialect, write.table, tuple(write.rows[0]))
+        row_sql = "(" + ", ".join(["?"] * len(shape.columns)) + ")"
+        per_statement = max(1, _SQLITE_MAX_PARAMS // len(shape.columns))
         for start in range(0, len(write.rows), per_statement):
             chunk = write.rows[start : start + per_statement]
             params: list[Any] = []
             for row in chunk:
-                for c in columns:
-                    value = row[c]
-                    if isinstance(value, PositionOf):
+                for value in _bound(shape, row):
+                    if type(value) is PositionOf:
                         value = positions[(value.stream_id, value.stream_version)]
-                    elif value is not None and (bind := binders[c]) is not None:
-                        value = bind(value)
                     params.append(value)
-            statements.append((head + ", ".join([row_sql] * len(chunk)) + tail, params))
+            values = ", ".join([row_sql] * len(chunk))
+            sql = f"{shape.head} VALUES {values}{shape.conflict[write.on_conflict]}"
+            statements.append((sql, params))
     return statements

@@ -196,6 +196,8 @@ class SqlSessionReadModel:
     def __init__(self, engine: AsyncEngine) -> None:
         # Every read here is one statement (or two independent ones).
         self.engine = autocommit(engine)
+        self._decode = row_decoder(engine.dialect, tuple(sessions.columns))
+        self._postgres = engine.dialect.name == "postgresql"
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
@@ -205,15 +207,12 @@ class SqlSessionReadModel:
         # hop (see ledger.db.pooled). The current token is by far the common
         # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
-        dialect = self.engine.dialect
-        if dialect.name == "postgresql":
+        if self._postgres:
             rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_PG, (token_hash,)))
         else:
             params = (token_hash, token_hash)
             rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_SQLITE, params))
-        if not rows:
-            return None
-        return state_from_mapping(row_decoder(dialect, tuple(sessions.columns))(rows[0]))
+        return state_from_mapping(self._decode(rows[0])) if rows else None
 
     async def by_id(self, session_id: str) -> SessionState | None:
         states = await self.by_ids([session_id])

@@ -84,20 +84,22 @@ class SqlUserStore:
 
     def __post_init__(self) -> None:
         self._dummy_hash: str | None = None
+        dialect = self.engine.dialect
+        self._by_id = (
+            _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE,
+            row_decoder(dialect, tuple(users.columns)),
+        )
 
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         # On every get-session: one statement on the driver, in one hop (see
         # ledger.db.pooled), decoded by SQLAlchemy's type processors.
-        dialect = self.engine.dialect
-        sql = _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE
+        sql, decode = self._by_id
 
         async def read() -> UserRecord | None:
             rows = await pooled(self.engine, lambda d: d.fetch(sql, (user_id,)))
-            if not rows:
-                return None
-            return _user_from_mapping(row_decoder(dialect, tuple(users.columns))(rows[0]))
+            return _user_from_mapping(decode(rows[0])) if rows else None
 
         return await retry_stale(read)
 
