@@ -36,6 +36,8 @@ class ManualClock:
 
 def utc(instant: datetime) -> datetime:
     """Normalise a datetime to aware UTC (naive values are taken as UTC, as SQLite returns them)."""
+    if instant.tzinfo is UTC:  # already (asyncpg's timestamps): no copy
+        return instant
     if instant.tzinfo is None:
         return instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)

@@ -39,6 +39,7 @@ from ledger.session import (
     decide_validation,
     evolve,
     is_fresh,
+    refresh_due,
 )
 from ledger.store import EventStore, StreamAppend
 from ledger.tokens import hash_token, is_well_formed, new_token
@@ -181,14 +182,16 @@ class SessionLedger:
             if state is None:
                 return None
             now = self.clock.now()
-            candidate = new_token()
+            # A new token only when this validation may rotate (rare): the
+            # OS random source and a hash cost every request otherwise.
+            candidate = new_token() if refresh_due(state, now, self.policy) else None
             decision = decide_validation(
                 state,
                 ValidateSession(
                     token_hash=token_hash,
                     ip=ctx.ip,
                     user_agent=ctx.user_agent,
-                    rotation_token_hash=hash_token(candidate),
+                    rotation_token_hash=hash_token(candidate) if candidate else None,
                     allow_refresh=not disable_refresh,
                 ),
                 now,
@@ -204,7 +207,7 @@ class SessionLedger:
                 return None
             return ValidatedSession(
                 session=SessionView.of(state, now, self.policy, current=True),
-                token=candidate if decision.rotated else token,
+                token=candidate if decision.rotated and candidate else token,
                 rotated=decision.rotated,
                 refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
             )

@@ -438,7 +438,7 @@ def decide_validation(
         return _rejected("token_reuse", [revoked])
 
     events: list[Event] = []
-    if is_current and command.allow_refresh and _refresh_due(state, now, policy):
+    if is_current and command.allow_refresh and refresh_due(state, now, policy):
         events = _refresh(state, now, policy, command.rotation_token_hash)
     touched = _touch(state, command, now, policy, refreshed=bool(events))
     if touched is not None:
@@ -486,7 +486,8 @@ def _require_live(state: SessionState, now: datetime) -> None:
         raise SessionEndedError("session has expired")
 
 
-def _refresh_due(state: SessionState, now: datetime, policy: SessionPolicy) -> bool:
+def refresh_due(state: SessionState, now: datetime, policy: SessionPolicy) -> bool:
+    """Whether validating the current token at ``now`` refreshes the session."""
     # BetterAuth's rule: expires_at - expires_in is when the session was last
     # (re)issued; refresh once update_age of that has passed.
     return now >= state.expires_at - _seconds(policy.expires_in) + _seconds(policy.update_age)
