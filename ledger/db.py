@@ -95,12 +95,16 @@ class Driver:
 
     __slots__ = ("_connection", "_driver", "_engine", "_fairy", "_postgres")
 
-    def __init__(self, engine: Engine, fairy: PoolProxiedConnection) -> None:
+    def __init__(
+        self, engine: Engine, fairy: PoolProxiedConnection, connection: Connection | None = None
+    ) -> None:
         self._engine = engine
         self._fairy = fairy
         self._driver: Any = fairy.driver_connection
         self._postgres = engine.dialect.name == "postgresql"
-        self._connection: Connection | None = None
+        #: The SQLAlchemy Connection statement observers are given (built
+        #: on first need when the fairy was checked out without one).
+        self._connection = connection
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (``$1`` placeholders on PostgreSQL, ``?`` on
@@ -218,21 +222,16 @@ def _pooled(engine: Engine, work: Callable[[Driver], Awaitable[T]]) -> T:
 async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:
     """:meth:`Driver.fetch` on the connection of an open ``AsyncConnection``
     (inside SQLAlchemy's transaction when there is one)."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    sync_conn = conn.sync_connection
-    if sync_conn is not None:
-        sync_conn.dispatch.before_cursor_execute(sync_conn, None, sql, params, None, False)
+    fairy = await conn.get_raw_connection()
+    driver = Driver(conn.sync_engine, fairy, conn.sync_connection)
     try:
-        if conn.dialect.name == "postgresql":
-            return list(await driver.fetch(sql, *params))
-        return list(await driver.execute_fetchall(sql, params))
-    except _DRIVER_ERRORS as exc:
-        error = _translate(sql, exc)
-        if error.connection_invalidated:
+        return await driver.fetch(sql, params)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
             await conn.invalidate()
+            # The other pooled connections most likely died with this one.
             await conn.engine.dispose(close=False)
-        raise error from exc
+        raise
 
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, sqlite3.Error, *_DISCONNECTS)

@@ -513,7 +513,6 @@ class _Rows:
     """The rows of one append, hashed and ready for either database."""
 
     prepared: Sequence[_Prepared]
-    meta: dict[str, Any]
     metadata: EventMetadata
     meta_json: str
     recorded_at: datetime
@@ -551,7 +550,7 @@ class _Rows:
                 rows.append((*row, prev_hash, digest))
                 prev_hash = digest
         metadata = EventMetadata.model_validate(meta)  # exactly what is stored
-        return cls(prepared, meta, metadata, meta_json, recorded_at, rows)
+        return cls(prepared, metadata, meta_json, recorded_at, rows)
 
     def keys(self) -> list[tuple[str, int]]:
         return [(r[0], r[1]) for r in self.rows]
