@@ -17,8 +17,10 @@ route (:func:`finish`) or, for host applications' routes, by
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -43,6 +45,25 @@ from ledger.tokens import Signer, tokens_equal
 STATE_KEY = "session_ledger"
 PENDING_KEY = "session_ledger_pending"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class _RequestIds:
+    """Unique request ids without a syscall per request: a random per-process
+    prefix and a counter (a fork starts a new prefix)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter):x}"
+
+
+_request_ids = _RequestIds()
 
 
 @dataclass
@@ -106,6 +127,8 @@ class Auth:
 
     async def start(self) -> None:
         self.container.store.after_commit.append(self.revocations.on_commit)
+        if self.users is not None:
+            self.revocations.attach_users(self.users.memo)
         await self.revocations.start()
 
     async def stop(self) -> None:
@@ -160,10 +183,12 @@ def get_auth(conn: HTTPConnection) -> Auth:
 
 
 def pending(request: HTTPConnection) -> Pending:
-    queued = getattr(request.state, PENDING_KEY, None)
+    # The scope's state dict itself (what request.state wraps, and what the
+    # middleware reads): request.state costs an exception per missing key.
+    state = request.scope.setdefault("state", {})
+    queued = state.get(PENDING_KEY)
     if queued is None:
-        queued = Pending()
-        setattr(request.state, PENDING_KEY, queued)
+        queued = state[PENDING_KEY] = Pending()
     assert isinstance(queued, Pending)
     return queued
 
@@ -175,7 +200,7 @@ def finish(request: Request, response: Response) -> Response:
         response.headers.append("set-cookie", cookie)
     for name, value in queued.headers.items():
         response.headers[name] = value
-    setattr(request.state, PENDING_KEY, Pending())
+    request.scope["state"][PENDING_KEY] = Pending()
     return response
 
 
@@ -186,7 +211,7 @@ def queue_clear(request: HTTPConnection, auth: Auth) -> None:
 
 def request_context(request: HTTPConnection, auth: Auth) -> RequestContext:
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else _request_ids.next()
     return RequestContext(
         ip=auth.client_ip.of(request),
         user_agent=request.headers.get("user-agent"),

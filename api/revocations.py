@@ -23,6 +23,11 @@ Until the feed is connected *and* the last window of revocations has been
 loaded from the ledger (``caught_up``), and again as soon as the feed is
 lost, every cookie-cache hit falls back to the store: a process never
 trusts a cache it cannot vouch for.
+
+On PostgreSQL the same LISTEN connection also hears user changes
+(:data:`api.users.memo.USERS_CHANNEL`) for the user memo attached with
+:meth:`RevocationFeed.attach_users`; the memo is live exactly while the
+feed is caught up.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
+from api.users.memo import USERS_CHANNEL, UserMemo
 from ledger.clock import Clock
 from ledger.db import make_engine
 from ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
@@ -113,6 +119,7 @@ class RevocationFeed:
         else:
             self.mode = "poll"
         self._ended: dict[str, datetime] = {}
+        self._users: UserMemo | None = None
         self._caught_up = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -132,6 +139,15 @@ class RevocationFeed:
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._ended
+
+    def attach_users(self, memo: UserMemo) -> None:
+        """Keep ``memo`` strict: live while caught up, entries dropped on user
+        changes. Only PostgreSQL carries user changes across processes (the
+        NOTIFY is sent by every writer, in its transaction); elsewhere the
+        memo stays off and every read goes to the store."""
+        if self.mode == "postgres":
+            self._users = memo
+            memo.set_live(self._caught_up)
 
     # ----------------------------------------------------------------- input
 
@@ -197,6 +213,9 @@ class RevocationFeed:
 
     def _mark(self, caught_up: bool) -> None:
         self._caught_up = caught_up
+        if self._users is not None:
+            # Changes made while the feed was down were never heard: start empty.
+            self._users.set_live(caught_up)
         if caught_up:
             self._connected.set()
         else:
@@ -226,6 +245,10 @@ class RevocationFeed:
         if isinstance(payload, str):
             self.add(sid for sid in payload.split(",") if sid)
 
+    def _on_users_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if isinstance(payload, str) and self._users is not None:
+            self._users.invalidate(uid for uid in payload.split(",") if uid)
+
     async def _run_postgres(self) -> None:
         url = make_url(self.database_url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
@@ -236,6 +259,7 @@ class RevocationFeed:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(USERS_CHANNEL, self._on_users_notify)
                 await self._catch_up(self.engine)
                 self._mark(True)
                 while not lost.is_set():

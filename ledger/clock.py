@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -41,3 +42,14 @@ def utc(instant: datetime) -> datetime:
     if instant.tzinfo is None:
         return instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=16_384)
+def iso_ms(instant: datetime) -> str:
+    """ISO-8601 with milliseconds and ``Z``, as BetterAuth's JSON dates
+    (``instant`` is UTC, naive or aware; the library's datetimes always are).
+
+    Seven times on every get-session, mostly for the same few instants of a
+    hot session: remembered (datetimes are immutable; equal aware instants
+    are the same UTC instant, so they share one text)."""
+    return utc(instant).isoformat(timespec="milliseconds")[:23] + "Z"

@@ -16,7 +16,7 @@ from typing import Any
 
 from uuid6 import uuid7
 
-from ledger.clock import Clock, SystemClock
+from ledger.clock import Clock, SystemClock, iso_ms
 from ledger.config import SessionPolicy
 from ledger.devices import describe_device
 from ledger.errors import (
@@ -474,10 +474,6 @@ def _check_fields(fields: Mapping[str, Any], *, allow_empty: bool) -> None:
         raise InvalidCommandError(f"fields are larger than {MAX_FIELDS_BYTES} bytes")
 
 
-def _iso(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
-
-
 def session_json(view: SessionView, token: str | None = None) -> Payload:
     """BetterAuth's session object (plus our device / lastActive / fresh).
 
@@ -488,14 +484,14 @@ def session_json(view: SessionView, token: str | None = None) -> Payload:
         "id": view.id,
         "token": token if token is not None else view.id,
         "userId": view.user_id,
-        "expiresAt": _iso(view.expires_at),
-        "createdAt": _iso(view.created_at),
-        "updatedAt": _iso(view.updated_at),
+        "expiresAt": iso_ms(view.expires_at),
+        "createdAt": iso_ms(view.created_at),
+        "updatedAt": iso_ms(view.updated_at),
         "ipAddress": view.ip,
         "userAgent": view.user_agent,
         "device": view.device,
-        "lastActive": _iso(view.last_active_at),
-        "authenticatedAt": _iso(view.authenticated_at),
+        "lastActive": iso_ms(view.last_active_at),
+        "authenticatedAt": iso_ms(view.authenticated_at),
         "fresh": view.fresh,
         "current": view.current,
     }
@@ -510,6 +506,6 @@ def user_json(user: UserRecord) -> Payload:
         "emailVerified": user.email_verified,
         "image": user.image,
         "roles": list(user.roles),
-        "createdAt": _iso(user.created_at) if user.created_at else None,
-        "updatedAt": _iso(user.updated_at) if user.updated_at else None,
+        "createdAt": iso_ms(user.created_at) if user.created_at else None,
+        "updatedAt": iso_ms(user.updated_at) if user.updated_at else None,
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -29,8 +28,3 @@ def respond(request: Request, content: Any, status: int = 200) -> JSONResponse:
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries: these statuses answer ``{code, message}``."""
     return {s: {"model": ErrorBody, "description": "error"} for s in (400, *statuses)}
-
-
-def iso(instant: datetime) -> str:
-    """ISO-8601 UTC with milliseconds, as BetterAuth's JSON dates."""
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import StoreSession
-from api.routes.common import AuthDep, errors, iso, respond
-from ledger.clock import utc
+from api.routes.common import AuthDep, errors, respond
+from ledger.clock import iso_ms, utc
 from ledger.devices import describe_device
 from ledger.events import (
     Event,
@@ -35,7 +35,7 @@ def _entry(
         "position": position,
         "sessionId": stream_id,
         "type": event.type,
-        "at": iso(at),
+        "at": iso_ms(at),
         "actor": meta.actor,
         "reason": None,
         "ipAddress": None,

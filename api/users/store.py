@@ -8,6 +8,10 @@ and ``accounts`` tables, plus sign-up, sign-in and account linking.
 * An unknown email costs one argon2 verification against a dummy hash, so
   the answer for "no such user" and "wrong password" takes similar time.
 * Provider tokens are Fernet-encrypted before they reach the database.
+* ``get_user`` answers from a :class:`~api.users.memo.UserMemo` while a change
+  feed vouches for it (the HTTP service's feed, on PostgreSQL). Every change
+  of a user record sends ``NOTIFY`` in the changing transaction, so every
+  writer tells every process, and drops this process's entry after commit.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid6 import uuid7
 
 from api.users.crypto import TokenBox
@@ -37,6 +41,7 @@ from api.users.errors import (
     UserAlreadyExistsError,
     UserNotFoundError,
 )
+from api.users.memo import USERS_CHANNEL, UserMemo
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
 from ledger.db import pooled, retry_stale, row_decoder
@@ -85,6 +90,8 @@ class SqlUserStore:
     def __post_init__(self) -> None:
         self._dummy_hash: str | None = None
         dialect = self.engine.dialect
+        #: Not live until a change feed attaches to it (api.revocations).
+        self.memo = UserMemo()
         self._by_id = (
             _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE,
             row_decoder(dialect, tuple(users.columns)),
@@ -93,15 +100,24 @@ class SqlUserStore:
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        # On every get-session: one statement on the driver, in one hop (see
+        # On every get-session store read: from the memo while a feed vouches
+        # for it, else one statement on the driver in one hop (see
         # ledger.db.pooled), decoded by SQLAlchemy's type processors.
+        memo = self.memo
+        record = memo.get(user_id)
+        if record is not None:
+            return record
+        epoch = memo.epoch  # before the read: see UserMemo.put
         sql, decode = self._by_id
 
         async def read() -> UserRecord | None:
             rows = await pooled(self.engine, lambda d: d.fetch(sql, (user_id,)))
             return _user_from_mapping(decode(rows[0])) if rows else None
 
-        return await retry_stale(read)
+        record = await retry_stale(read)
+        if record is not None:
+            memo.put(record, epoch)
+        return record
 
     async def get_accounts(self, user_id: str) -> list[ProviderAccount]:
         query = (
@@ -184,8 +200,10 @@ class SqlUserStore:
                 .where(users.c.id == user_id)
                 .values(roles=list(dict.fromkeys(roles)), updated_at=self.clock.now())
             )
-        if result.rowcount == 0:
-            raise UserNotFoundError(f"no user {user_id!r}")
+            if result.rowcount == 0:
+                raise UserNotFoundError(f"no user {user_id!r}")
+            await self._notify_change(conn, [user_id])
+        self.memo.invalidate([user_id])
 
     # ---------------------------------------------------------- accounts
 
@@ -232,6 +250,15 @@ class SqlUserStore:
                 await conn.execute(update(accounts).where(key).values(**values))
 
     # ----------------------------------------------------------- helpers
+
+    async def _notify_change(self, conn: AsyncConnection, user_ids: Sequence[str]) -> None:
+        """Tell other processes, inside the changing transaction (PostgreSQL
+        delivers a NOTIFY exactly when, and only if, the transaction commits)."""
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": USERS_CHANNEL, "payload": ",".join(user_ids)},
+            )
 
     async def _row_by_email(self, email: str) -> Row[Any] | None:
         async with self.engine.connect() as conn:

@@ -71,6 +71,27 @@ async def test_wrong_query_types(service: Service) -> None:
     assert_error(await service.client.get("/api/auth/session-history?limit=0"), 400)
 
 
+@pytest.mark.parametrize(
+    ("raw", "source"),
+    [
+        ("1", "store"),
+        ("TRUE", "store"),
+        ("yes", "store"),
+        ("off", "cookie-cache"),
+        ("0", "cookie-cache"),
+    ],
+)
+async def test_query_flags_read_as_booleans(service: Service, raw: str, source: str) -> None:
+    await service.sign_up()
+    response = await service.client.get(f"/api/auth/get-session?disableCookieCache={raw}")
+    assert response.headers["x-session-source"] == source
+    parameters = service.app.openapi()["paths"]["/api/auth/get-session"]["get"]["parameters"]
+    assert {(p["name"], p["schema"]["type"]) for p in parameters} == {
+        ("disableCookieCache", "boolean"),
+        ("disableRefresh", "boolean"),
+    }
+
+
 async def test_oversized_body(service: Service) -> None:
     await service.sign_up()
     before = await service.head()
