@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy import Column, event
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -130,6 +131,15 @@ class Driver:
                 self._connection, None, sql, params, None, False
             )
 
+    def release(self) -> None:
+        """Return the connection to the pool (in a greenlet: it may do I/O)."""
+        self._fairy.close()
+
+    def invalidate(self, exc: BaseException | None = None) -> None:
+        """Close the connection for good (in a greenlet)."""
+        self._fairy.invalidate(exc if isinstance(exc, Exception) else None)
+        self._fairy.close()
+
     @property
     def in_transaction(self) -> bool:
         """SQLite only: whether a transaction is open on this connection."""
@@ -217,6 +227,105 @@ def _pooled(engine: Engine, work: Callable[[Driver], Awaitable[T]]) -> T:
         raise
     finally:
         fairy.close()
+
+
+class HeldConnections:
+    """A few of the pool's PostgreSQL connections, kept checked out for the
+    single statements of the hottest paths (a session by token, a user by
+    id, a sign-in's one-statement append): such a statement then costs what
+    the driver's call costs.
+
+    :func:`pooled` still pays a greenlet hop and a pool checkout and return
+    per call, about half as much Python time again as asyncpg's own fetch
+    (bench/README.md). Here a read takes an idle held connection, runs the
+    statement on its driver and puts it back, with no greenlet and no pool
+    in between. When none is idle it checks one out (one greenlet hop, as
+    :func:`pooled`) and keeps it afterwards, up to ``keep``.
+
+    The held connections stay inside SQLAlchemy's pool accounting (they
+    count as checked out), and every path back to the pool runs in a
+    greenlet: on ``engine.dispose()`` (the ``engine_disposed`` event; a
+    read in flight then returns its connection instead of keeping it), and
+    on any error. A lost connection is invalidated and the pool dropped, as
+    in :func:`pooled`; a cancelled read's connection is invalidated too,
+    because its protocol state is unknown. Only for statements that stand
+    alone (autocommit): nothing here ever opens a transaction. Use :func:`held_connections` to share
+    one instance per engine.
+    """
+
+    def __init__(self, engine: Engine, keep: int = 4) -> None:
+        self.keep = keep
+        self._sync = engine
+        self._idle: list[Driver] = []
+        #: Bumped by every dispose: a connection of an older pool is not kept.
+        self._generation = 0
+        event.listen(engine, "engine_disposed", self._on_dispose)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        generation = self._generation
+        if self._idle:
+            driver = self._idle.pop()
+        else:
+            driver = await greenlet_spawn(self._checkout)
+        try:
+            rows = await driver.fetch(sql, params)
+        except BaseException as exc:
+            await greenlet_spawn(_give_back, self._sync, driver, exc)
+            raise
+        if generation != self._generation:
+            await greenlet_spawn(driver.invalidate)  # its pool was disposed meanwhile
+        elif len(self._idle) < self.keep:
+            self._idle.append(driver)
+        else:
+            await greenlet_spawn(driver.release)
+        return rows
+
+    def _checkout(self) -> Driver:
+        return Driver(self._sync, self._sync.raw_connection())
+
+    def _on_dispose(self, _engine: Engine) -> None:
+        # Inside the dispose's greenlet (closing is I/O). Closed, not returned:
+        # a checked-out connection returned to a disposed pool is never closed.
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for driver in idle:
+            driver.invalidate()
+
+
+def _root(engine: Engine) -> Engine:
+    """The engine an execution-options copy proxies (its events reach both)."""
+    while isinstance(engine, OptionEngine):
+        engine = engine._proxied
+    return engine
+
+
+def _give_back(engine: Engine, driver: Driver, exc: BaseException) -> None:
+    """Return the connection after a failed read (in a greenlet)."""
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+        driver.release()  # an error from the server: the connection is fine
+        return
+    driver.invalidate(exc)
+    if isinstance(exc, DBAPIError):
+        # The other pooled connections most likely died with this one.
+        engine.dispose(close=False)
+
+
+_HELD_ATTRIBUTE = "_ledger_held_connections"
+
+
+def held_connections(engine: AsyncEngine) -> HeldConnections:
+    """The :class:`HeldConnections` of ``engine``'s pool (one per engine, kept on
+    the engine itself, so it lives and dies with it)."""
+    root = _root(engine.sync_engine)
+    held = getattr(root, _HELD_ATTRIBUTE, None)
+    if not isinstance(held, HeldConnections):
+        held = HeldConnections(root)
+        setattr(root, _HELD_ATTRIBUTE, held)
+    return held
 
 
 async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:

@@ -21,7 +21,15 @@ from sqlalchemy.orm import aliased
 
 from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import Driver, SqliteExecute, autocommit, driver_fetch, pooled, writer
+from ledger.db import (
+    Driver,
+    SqliteExecute,
+    autocommit,
+    driver_fetch,
+    held_connections,
+    pooled,
+    writer,
+)
 from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
 from ledger.events import (
     Event,
@@ -146,7 +154,14 @@ class EventStore:
                     # transaction (see _PG_LOCK for how it still serialises
                     # appends); SQLite one transaction on the driver.
                     sent = True
-                    positions = await pooled(self.engine, lambda d: self._send(d, rows, writes))
+                    if postgres:
+                        sql, params, count = self._pg_statement(rows, writes)
+                        held = held_connections(self.engine)
+                        positions = _positions(await held.fetch(sql, params), count)
+                    else:
+                        positions = await pooled(
+                            self.engine, lambda d: self._sqlite_send(d, rows, writes)
+                        )
                     recorded = rows.recorded(positions) if positions else []
                 else:
                     async with self._writer.connect() as conn, conn.begin():
@@ -248,19 +263,22 @@ class EventStore:
         pending = rows.pending()
         return [w for new_stream_writes in writers for w in new_stream_writes(pending)]
 
-    async def _send(
+    def _pg_statement(self, rows: _Rows, writes: Sequence[Write]) -> tuple[str, Sequence[Any], int]:
+        """PostgreSQL: the append and ``writes`` as one statement (its text,
+        parameters, and the number of events it inserts)."""
+        ((sql, params, count),) = rows.chunks("postgresql")
+        if not self._serialise:
+            sql = sql.replace(_PG_LOCK, "")
+        if not writes:
+            return sql, params, count
+        fused_sql, fused = pg_statement(self.engine.dialect, sql, params, writes)
+        return fused_sql, fused, count
+
+    async def _sqlite_send(
         self, driver: Driver, rows: _Rows, writes: Sequence[Write]
     ) -> dict[tuple[str, int], int] | None:
-        """The append and ``writes`` on the driver; positions, or None when a
-        stream moved (SQLite's guard; on PostgreSQL the unique key raises)."""
-        if self._dialect == "postgresql":
-            ((sql, params, count),) = rows.chunks("postgresql")
-            if not self._serialise:
-                sql = sql.replace(_PG_LOCK, "")
-            if writes:
-                sql, fused = pg_statement(self.engine.dialect, sql, params, writes)
-                return _positions(await driver.fetch(sql, fused), count)
-            return _positions(await driver.fetch(sql, params), count)
+        """SQLite: the append and ``writes`` on the driver; positions, or None
+        when a stream moved (the guard in the INSERT)."""
         if not writes and rows.statements("sqlite") == 1:
             ((sql, params, count),) = rows.chunks("sqlite")
             return _positions(await driver.fetch(sql, params), count)

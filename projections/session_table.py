@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, pooled, retry_stale, row_decoder
+from ledger.db import autocommit, held_connections, pooled, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -198,6 +198,8 @@ class SqlSessionReadModel:
         self.engine = autocommit(engine)
         self._decode = row_decoder(engine.dialect, tuple(sessions.columns))
         self._postgres = engine.dialect.name == "postgresql"
+        #: PostgreSQL: token lookups on held connections (ledger.db.HeldConnections).
+        self._held = held_connections(engine) if self._postgres else None
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
@@ -207,8 +209,8 @@ class SqlSessionReadModel:
         # hop (see ledger.db.pooled). The current token is by far the common
         # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
-        if self._postgres:
-            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_PG, (token_hash,)))
+        if self._held is not None:
+            rows = await self._held.fetch(_BY_TOKEN_PG, (token_hash,))
         else:
             params = (token_hash, token_hash)
             rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_SQLITE, params))
