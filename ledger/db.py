@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import await_only, greenlet_spawn
 
 T = TypeVar("T")
@@ -230,7 +230,7 @@ def _pooled(engine: Engine, work: Callable[[Driver], Awaitable[T]]) -> T:
 
 
 class HeldConnections:
-    """A few of the pool's PostgreSQL connections, kept checked out for the
+    """A few of the pool's connections, kept checked out for the
     single statements of the hottest paths (a session by token, a user by
     id, a sign-in's one-statement append): such a statement then costs what
     the driver's call costs.
@@ -317,10 +317,14 @@ def _give_back(engine: Engine, driver: Driver, exc: BaseException) -> None:
 _HELD_ATTRIBUTE = "_ledger_held_connections"
 
 
-def held_connections(engine: AsyncEngine) -> HeldConnections:
-    """The :class:`HeldConnections` of ``engine``'s pool (one per engine, kept on
-    the engine itself, so it lives and dies with it)."""
+def held_connections(engine: AsyncEngine) -> HeldConnections | None:
+    """The :class:`HeldConnections` of ``engine``'s pool (one per engine, kept
+    on the engine itself, so it lives and dies with it); None when the pool
+    cannot lend connections for keeps (a NullPool, or the single connection
+    of a StaticPool, which closing after a cancelled statement would lose)."""
     root = _root(engine.sync_engine)
+    if not isinstance(root.pool, QueuePool):
+        return None
     held = getattr(root, _HELD_ATTRIBUTE, None)
     if not isinstance(held, HeldConnections):
         held = HeldConnections(root)

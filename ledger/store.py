@@ -155,9 +155,7 @@ class EventStore:
                     # appends); SQLite one transaction on the driver.
                     sent = True
                     if postgres:
-                        sql, params, count = self._pg_statement(rows, writes)
-                        held = held_connections(self.engine)
-                        positions = _positions(await held.fetch(sql, params), count)
+                        positions = await self._pg_send(rows, writes)
                     else:
                         positions = await pooled(
                             self.engine, lambda d: self._sqlite_send(d, rows, writes)
@@ -262,6 +260,17 @@ class EventStore:
             writers.append(new_stream_writes)
         pending = rows.pending()
         return [w for new_stream_writes in writers for w in new_stream_writes(pending)]
+
+    async def _pg_send(
+        self, rows: _Rows, writes: Sequence[Write]
+    ) -> dict[tuple[str, int], int] | None:
+        """PostgreSQL: the one statement, on a held connection when the pool
+        lends one (see ledger.db.HeldConnections)."""
+        sql, params, count = self._pg_statement(rows, writes)
+        held = held_connections(self.engine)
+        if held is not None:
+            return _positions(await held.fetch(sql, params), count)
+        return _positions(await pooled(self.engine, lambda d: d.fetch(sql, params)), count)
 
     def _pg_statement(self, rows: _Rows, writes: Sequence[Write]) -> tuple[str, Sequence[Any], int]:
         """PostgreSQL: the append and ``writes`` as one statement (its text,

@@ -198,8 +198,8 @@ class SqlSessionReadModel:
         self.engine = autocommit(engine)
         self._decode = row_decoder(engine.dialect, tuple(sessions.columns))
         self._postgres = engine.dialect.name == "postgresql"
-        #: PostgreSQL: token lookups on held connections (ledger.db.HeldConnections).
-        self._held = held_connections(engine) if self._postgres else None
+        #: Token lookups on held connections (ledger.db.HeldConnections).
+        self._held = held_connections(engine)
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
@@ -210,7 +210,14 @@ class SqlSessionReadModel:
         # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
         if self._held is not None:
-            rows = await self._held.fetch(_BY_TOKEN_PG, (token_hash,))
+            sql, params = (
+                (_BY_TOKEN_PG, (token_hash,))
+                if self._postgres
+                else (_BY_TOKEN_SQLITE, (token_hash, token_hash))
+            )
+            rows = await self._held.fetch(sql, params)
+        elif self._postgres:
+            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_PG, (token_hash,)))
         else:
             params = (token_hash, token_hash)
             rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_SQLITE, params))

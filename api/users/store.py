@@ -96,7 +96,7 @@ class SqlUserStore:
             _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE,
             row_decoder(dialect, tuple(users.columns)),
         )
-        self._held = held_connections(self.engine) if dialect.name == "postgresql" else None
+        self._held = held_connections(self.engine)
 
     # ----------------------------------------------------------- the port
 

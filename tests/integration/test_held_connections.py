@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
 
-from ledger.db import autocommit, held_connections, retry_stale
+from ledger.db import HeldConnections, autocommit, held_connections, make_engine, retry_stale
 
 
 @pytest.fixture
@@ -37,6 +38,12 @@ async def backends(admin: AsyncEngine) -> int:
     return int(count or 0)
 
 
+def held_of(engine: AsyncEngine) -> HeldConnections:
+    held = held_connections(engine)
+    assert held is not None
+    return held
+
+
 def pool_of(engine: AsyncEngine) -> QueuePool:
     pool = engine.sync_engine.pool
     assert isinstance(pool, QueuePool)
@@ -44,7 +51,7 @@ def pool_of(engine: AsyncEngine) -> QueuePool:
 
 
 async def test_statements_reuse_a_few_held_connections(pg_engine: AsyncEngine) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     assert held_connections(autocommit(pg_engine)) is held  # one per engine (pool)
     for i in range(20):
         assert [tuple(r) for r in await held.fetch("SELECT $1::int", (i,))] == [(i,)]
@@ -59,7 +66,7 @@ async def test_statements_reuse_a_few_held_connections(pg_engine: AsyncEngine) -
 async def test_dispose_closes_the_held_connections(
     pg_engine: AsyncEngine, admin: AsyncEngine
 ) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     await asyncio.gather(*(held.fetch("SELECT pg_sleep(0.05)") for _ in range(3)))
     assert await backends(admin) == 3
     await pg_engine.dispose()
@@ -71,7 +78,7 @@ async def test_dispose_closes_the_held_connections(
 async def test_a_statement_in_flight_during_a_dispose_is_not_kept(
     pg_engine: AsyncEngine, admin: AsyncEngine
 ) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     slow = asyncio.ensure_future(held.fetch("SELECT pg_sleep(0.3)"))
     await asyncio.sleep(0.1)
     await pg_engine.dispose()
@@ -81,7 +88,7 @@ async def test_a_statement_in_flight_during_a_dispose_is_not_kept(
 
 
 async def test_a_killed_backend_is_replaced(pg_engine: AsyncEngine, admin: AsyncEngine) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     await held.fetch("SELECT 1")
     async with admin.connect() as conn:
         await conn.execute(
@@ -102,7 +109,7 @@ async def test_a_killed_backend_is_replaced(pg_engine: AsyncEngine, admin: Async
 async def test_a_server_error_returns_a_healthy_connection_to_the_pool(
     pg_engine: AsyncEngine, admin: AsyncEngine
 ) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     with pytest.raises(DBAPIError) as failed:
         await held.fetch("SELECT 1 / 0")
     assert not failed.value.connection_invalidated
@@ -112,10 +119,34 @@ async def test_a_server_error_returns_a_healthy_connection_to_the_pool(
     assert await backends(admin) == 1
 
 
+async def test_pools_that_cannot_lend_a_connection_get_none(tmp_path: Path) -> None:
+    memory = create_async_engine("sqlite+aiosqlite://")  # one shared connection
+    nullpool = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/x.db", poolclass=NullPool)
+    try:
+        assert held_connections(memory) is None
+        assert held_connections(nullpool) is None
+    finally:
+        await memory.dispose()
+        await nullpool.dispose()
+
+
+async def test_sqlite_files_hold_connections_too(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        held = held_of(engine)
+        for i in range(5):
+            assert [tuple(r) for r in await held.fetch("SELECT ?", (i,))] == [(i,)]
+        assert held.idle == 1
+        await engine.dispose()
+        assert held.idle == 0
+    finally:
+        await engine.dispose()
+
+
 async def test_a_cancelled_statement_closes_its_connection(
     pg_engine: AsyncEngine, admin: AsyncEngine
 ) -> None:
-    held = held_connections(pg_engine)
+    held = held_of(pg_engine)
     slow = asyncio.ensure_future(held.fetch("SELECT pg_sleep(30)"))
     await asyncio.sleep(0.2)
     slow.cancel()
