@@ -8,6 +8,14 @@ raw SELECT by an indexed key (for get).
 Targets: create >= 40 % of the raw INSERT rate; get >= 50 % of the raw SELECT.
 The raw baselines are the drivers the engine runs on (asyncpg, aiosqlite);
 Python's synchronous sqlite3 is printed for reference (no thread hop per call).
+
+On PostgreSQL the two contenders alternate in ``--rounds`` rounds (the
+order flips every round) and the printed ratio is the median of the rounds'
+ratios, with their range: the machine's speed drifts by tens of percent
+between seconds, which one long phase each would attribute to one side.
+SQLite's contenders run one after the other, each alone (aiosqlite's thread
+hops speed up while another connection's thread was just busy, which
+interleaving would provoke; see bench/README.md).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -47,51 +56,108 @@ async def rate(n: int, op: Callable[[int], Awaitable[object]]) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def bench_ledger(url: str, n: int) -> tuple[float, float]:
-    engine = make_engine(url)
-    store = EventStore(engine, inline_projections=[SessionTableProjection()])
-    ledger = SessionLedger(store, SqlSessionReadModel(engine), POLICY, SystemClock())
-    tokens: list[str] = []
-
-    async def create(i: int) -> None:
-        _, token = await ledger.create_session(f"user-{i % 100}", remember_me=True)
-        tokens.append(token)
-
-    async def get(i: int) -> None:
-        assert await ledger.get_session(tokens[i % len(tokens)]) is not None
-
-    await create(0)
-    await get(0)  # warm up
-    creates = await rate(n, create)
-    gets = await rate(n, get)
-    await engine.dispose()
-    return creates, gets
+Op = Callable[[int], Awaitable[object]]
 
 
-def token_hash(i: int) -> str:
-    return hashlib.sha256(str(i).encode()).hexdigest()
+async def alternate(n: int, rounds: int, ours: Op, raw: Op) -> tuple[float, float, list[float]]:
+    """Both contenders in alternating rounds of n // rounds calls each:
+    (ours /s, raw /s over all rounds, each round's ratio)."""
+    per = n // rounds
+    spent = {"ours": 0.0, "raw": 0.0}
+    ratios: list[float] = []
+    for r in range(rounds):
+        order = [("ours", ours), ("raw", raw)]
+        if r % 2:
+            order.reverse()
+        took: dict[str, float] = {}
+        for name, op in order:
+            start = time.perf_counter()
+            for i in range(r * per, (r + 1) * per):
+                await op(i)
+            took[name] = time.perf_counter() - start
+            spent[name] += took[name]
+        ratios.append(took["raw"] / took["ours"])
+    done = per * rounds
+    return done / spent["ours"], done / spent["raw"], ratios
 
 
-async def bench_raw_pg(dsn: str, n: int) -> tuple[float, float]:
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(RAW_TABLE.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY"))
+class LedgerContender:
+    """create_session / get_session of the real service (SQL read path)."""
 
-    async def insert(i: int) -> None:
-        await conn.execute(
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        store = EventStore(self.engine, inline_projections=[SessionTableProjection()])
+        self.ledger = SessionLedger(store, SqlSessionReadModel(self.engine), POLICY, SystemClock())
+        self.tokens: list[str] = []
+
+    async def create(self, i: int) -> None:
+        _, token = await self.ledger.create_session(f"user-{i % 100}", remember_me=True)
+        self.tokens.append(token)
+
+    async def get(self, i: int) -> None:
+        assert await self.ledger.get_session(self.tokens[i % len(self.tokens)]) is not None
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class RawPgContender:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> RawPgContender:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(RAW_TABLE.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY"))
+        return cls(conn)
+
+    async def insert(self, i: int) -> None:
+        await self.conn.execute(
             "INSERT INTO raw_events (stream_id, data, token_hash) VALUES ($1, $2, $3)",
             str(i),
             PAYLOAD,
             token_hash(i),
         )
 
-    async def select(i: int) -> None:
-        row = await conn.fetchrow("SELECT * FROM raw_events WHERE token_hash = $1", token_hash(i))
+    async def select(self, i: int) -> None:
+        row = await self.conn.fetchrow(
+            "SELECT * FROM raw_events WHERE token_hash = $1", token_hash(i)
+        )
         assert row is not None
 
-    inserts = await rate(n, insert)
-    selects = await rate(n, select)
-    await conn.close()
-    return inserts, selects
+
+async def bench_pg_alternating(
+    url: str, n: int, rounds: int
+) -> tuple[tuple[float, float], tuple[float, float], list[float], list[float]]:
+    """(ours create, get), (raw insert, select), create ratios, get ratios."""
+    ours = LedgerContender(url)
+    raw = await RawPgContender.connect(url.replace("+asyncpg", ""))
+    try:
+        await ours.create(-1)  # warm up both
+        await ours.get(0)
+        await raw.insert(-1)
+        await raw.select(-1)
+        c_ours, c_raw, c_ratios = await alternate(n, rounds, ours.create, raw.insert)
+        g_ours, g_raw, g_ratios = await alternate(n, rounds, ours.get, raw.select)
+    finally:
+        await ours.close()
+        await raw.conn.close()
+    return (c_ours, g_ours), (c_raw, g_raw), c_ratios, g_ratios
+
+
+async def bench_ledger(url: str, n: int) -> tuple[float, float]:
+    """Our create / get rates, alone (SQLite)."""
+    ours = LedgerContender(url)
+    try:
+        await ours.create(-1)
+        await ours.get(0)  # warm up
+        return await rate(n, ours.create), await rate(n, ours.get)
+    finally:
+        await ours.close()
+
+
+def token_hash(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
 
 
 async def bench_raw_aiosqlite(path: Path, n: int) -> tuple[float, float]:
@@ -149,25 +215,39 @@ async def bench_raw_sqlite(path: Path, n: int) -> tuple[float, float]:
 
 
 def report(
-    name: str, ours: tuple[float, float], raw: tuple[float, float], *, reference: bool = False
+    name: str,
+    ours: tuple[float, float],
+    raw: tuple[float, float],
+    *,
+    reference: bool = False,
+    rounds: tuple[list[float], list[float]] | None = None,
 ) -> None:
-    for what, mine, base, target in (
-        ("create_session", ours[0], raw[0], 0.40),
-        ("get_session", ours[1], raw[1], 0.50),
+    for index, (what, mine, base, target) in enumerate(
+        (
+            ("create_session", ours[0], raw[0], 0.40),
+            ("get_session", ours[1], raw[1], 0.50),
+        )
     ):
         ratio = mine / base
+        spread = ""
+        if rounds is not None:
+            per_round = rounds[index]
+            ratio = statistics.median(per_round)
+            spread = f" median of {len(per_round)} rounds {min(per_round):.2f}-{max(per_round):.2f}"
         if reference:
             verdict = "(reference)"
         else:
             verdict = f"(target {target:.2f}) " + ("ok" if ratio >= target else "BELOW TARGET")
         print(
             f"{name:18} {what:15} {mine:9.0f}/s   raw {base:9.0f}/s   ratio {ratio:5.2f} {verdict}"
+            f"{spread}"
         )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5, help="PostgreSQL: alternating rounds")
     args = parser.parse_args()
 
     server = await PgServer.connect()
@@ -175,9 +255,8 @@ async def main() -> None:
     try:
         url = server.url_for(name)
         await migrate(url)
-        ours = await bench_ledger(url, args.n)
-        raw = await bench_raw_pg(url.replace("+asyncpg", ""), args.n)
-        report("postgres/asyncpg", ours, raw)
+        ours, raw, creates, gets = await bench_pg_alternating(url, args.n, args.rounds)
+        report("postgres/asyncpg", ours, raw, rounds=(creates, gets))
     finally:
         await server.drop_database(name)
         await server.close()
