@@ -244,13 +244,14 @@ class HeldConnections:
 
     The held connections stay inside SQLAlchemy's pool accounting (they
     count as checked out), and every path back to the pool runs in a
-    greenlet: on ``engine.dispose()`` (the ``engine_disposed`` event; a
-    read in flight then returns its connection instead of keeping it), and
-    on any error. A lost connection is invalidated and the pool dropped, as
-    in :func:`pooled`; a cancelled read's connection is invalidated too,
-    because its protocol state is unknown. Only for statements that stand
-    alone (autocommit): nothing here ever opens a transaction. Use :func:`held_connections` to share
-    one instance per engine.
+    greenlet. ``engine.dispose()`` closes them (the ``engine_disposed``
+    event), and a statement in flight meanwhile closes its connection when
+    it finishes. After an error: a lost connection is invalidated and the
+    pool dropped, as in :func:`pooled`; a server error returns the healthy
+    connection to the pool; any other failure (a cancellation) closes the
+    connection, its protocol state being unknown. Only for statements that
+    stand alone (autocommit): nothing here ever opens a transaction. Callers
+    use :func:`fetch_standalone`.
     """
 
     def __init__(self, engine: Engine, keep: int = 4) -> None:
@@ -304,7 +305,7 @@ def _root(engine: Engine) -> Engine:
 
 
 def _give_back(engine: Engine, driver: Driver, exc: BaseException) -> None:
-    """Return the connection after a failed read (in a greenlet)."""
+    """Return the connection after a failed statement (in a greenlet)."""
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
         driver.release()  # an error from the server: the connection is fine
         return
@@ -330,6 +331,15 @@ def held_connections(engine: AsyncEngine) -> HeldConnections | None:
         held = HeldConnections(root)
         setattr(root, _HELD_ATTRIBUTE, held)
     return held
+
+
+async def fetch_standalone(engine: AsyncEngine, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """One statement that stands alone (autocommit), on the driver: on a
+    held connection when the pool lends one, else in one :func:`pooled` hop."""
+    held = held_connections(engine)
+    if held is not None:
+        return await held.fetch(sql, params)
+    return await pooled(engine, lambda driver: driver.fetch(sql, params))
 
 
 async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:

@@ -26,7 +26,7 @@ from ledger.db import (
     SqliteExecute,
     autocommit,
     driver_fetch,
-    held_connections,
+    fetch_standalone,
     pooled,
     writer,
 )
@@ -149,10 +149,10 @@ class EventStore:
             sent = False
             try:
                 if writes is not None:
-                    # On the driver, in one hop (see ledger.db.pooled):
-                    # PostgreSQL one statement in its own implicit
-                    # transaction (see _PG_LOCK for how it still serialises
-                    # appends); SQLite one transaction on the driver.
+                    # On the driver: PostgreSQL one statement in its own
+                    # implicit transaction (see _PG_LOCK for how it still
+                    # serialises appends; ledger.db.fetch_standalone);
+                    # SQLite one transaction in one hop (ledger.db.pooled).
                     sent = True
                     if postgres:
                         positions = await self._pg_send(rows, writes)
@@ -264,13 +264,9 @@ class EventStore:
     async def _pg_send(
         self, rows: _Rows, writes: Sequence[Write]
     ) -> dict[tuple[str, int], int] | None:
-        """PostgreSQL: the one statement, on a held connection when the pool
-        lends one (see ledger.db.HeldConnections)."""
+        """PostgreSQL: the one statement (see ledger.db.fetch_standalone)."""
         sql, params, count = self._pg_statement(rows, writes)
-        held = held_connections(self.engine)
-        if held is not None:
-            return _positions(await held.fetch(sql, params), count)
-        return _positions(await pooled(self.engine, lambda d: d.fetch(sql, params)), count)
+        return _positions(await fetch_standalone(self.engine, sql, params), count)
 
     def _pg_statement(self, rows: _Rows, writes: Sequence[Write]) -> tuple[str, Sequence[Any], int]:
         """PostgreSQL: the append and ``writes`` as one statement (its text,

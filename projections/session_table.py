@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, held_connections, pooled, retry_stale, row_decoder
+from ledger.db import autocommit, fetch_standalone, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -198,29 +198,19 @@ class SqlSessionReadModel:
         self.engine = autocommit(engine)
         self._decode = row_decoder(engine.dialect, tuple(sessions.columns))
         self._postgres = engine.dialect.name == "postgresql"
-        #: Token lookups on held connections (ledger.db.HeldConnections).
-        self._held = held_connections(engine)
 
     async def by_token_hash(self, token_hash: str) -> SessionState | None:
         return await retry_stale(lambda: self._by_token_hash(token_hash))
 
     async def _by_token_hash(self, token_hash: str) -> SessionState | None:
-        # The hot read of every request: one statement on the driver, in one
-        # hop (see ledger.db.pooled). The current token is by far the common
+        # The hot read of every request: one statement on the driver (see
+        # ledger.db.fetch_standalone). The current token is by far the common
         # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
-        if self._held is not None:
-            sql, params = (
-                (_BY_TOKEN_PG, (token_hash,))
-                if self._postgres
-                else (_BY_TOKEN_SQLITE, (token_hash, token_hash))
-            )
-            rows = await self._held.fetch(sql, params)
-        elif self._postgres:
-            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_PG, (token_hash,)))
+        if self._postgres:
+            rows = await fetch_standalone(self.engine, _BY_TOKEN_PG, (token_hash,))
         else:
-            params = (token_hash, token_hash)
-            rows = await pooled(self.engine, lambda d: d.fetch(_BY_TOKEN_SQLITE, params))
+            rows = await fetch_standalone(self.engine, _BY_TOKEN_SQLITE, (token_hash, token_hash))
         return state_from_mapping(self._decode(rows[0])) if rows else None
 
     async def by_id(self, session_id: str) -> SessionState | None:
