@@ -445,3 +445,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             await_only(driver.execute(sql))
         except sqlite3.OperationalError as exc:  # "database is locked" after busy_timeout
             raise OperationalError(sql, None, exc) from exc
+        except BaseException:
+            # Cancelled while the BEGIN waited in aiosqlite's queue: the BEGIN
+            # still runs, later, in the connection's thread, after the
+            # connection is back in the pool (whose release read "no
+            # transaction" and skipped the rollback, see do_rollback), and
+            # the next user finds a transaction open. SQLAlchemy invalidates
+            # on cancellation inside its own execute, but not for an error
+            # raised by a begin listener; do it here. The close is queued
+            # behind the BEGIN.
+            conn.invalidate()
+            raise
