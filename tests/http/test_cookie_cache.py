@@ -185,3 +185,27 @@ async def test_revocation_window_is_bounded(clock: ManualClock, pg_engine: Async
     feed.add(["new"])
     assert "old" not in feed
     assert "new" in feed
+
+
+async def test_cache_hit_serves_the_session_callbacks_output_without_running_it(
+    service: Service,
+) -> None:
+    calls: list[str] = []
+
+    async def callback(payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append(payload["session"]["id"])
+        return {**payload, "user": {**payload["user"], "plan": f"pro-{len(calls)}"}}
+
+    service.container.ledger.session_callback = callback
+    await service.sign_up()
+    first = await service.client.get("/api/auth/get-session?disableCookieCache=true")
+    assert first.json()["user"]["plan"] == f"pro-{len(calls)}"
+    written = len(calls)
+
+    hit = await service.client.get("/api/auth/get-session")
+    assert hit.headers["x-session-source"] == "cookie-cache"
+    assert hit.json()["user"]["plan"] == f"pro-{written}"  # what the cookie was written with
+    assert len(calls) == written  # not run again
+
+    bypass = await service.client.get("/api/auth/get-session?disableCookieCache=true")
+    assert bypass.json()["user"]["plan"] == f"pro-{written + 1}"
