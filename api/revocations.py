@@ -320,8 +320,7 @@ class RevocationFeed:
         # Its own engine, so the feed's statements never share (or show up
         # in) the request path's connection pool. One pooled connection, kept:
         # a fresh one per poll (NullPool) cost a thread, a connect and four
-        # PRAGMAs twenty times a second, and took a fifth of the SQLite
-        # get-session rate under load.
+        # PRAGMAs twenty times a second.
         engine = make_engine(self.database_url, pool_size=1, max_overflow=0)
         try:
             while not self._stopping:
