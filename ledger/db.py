@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import await_only, greenlet_spawn
 
+from ledger.sqlite_reads import direct_reads
+
 T = TypeVar("T")
 #: ``execute(sql, params)`` inside :meth:`Driver.sqlite_transaction`: the rows.
 SqliteExecute = Callable[[str, Sequence[Any]], list[Any]]
@@ -340,6 +342,18 @@ async def fetch_standalone(engine: AsyncEngine, sql: str, params: Sequence[Any] 
     if held is not None:
         return await held.fetch(sql, params)
     return await pooled(engine, lambda driver: driver.fetch(sql, params))
+
+
+async def read_standalone(engine: AsyncEngine, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """A read that stands alone: on SQLite files in the calling thread when
+    SQLite can answer at once (:mod:`ledger.sqlite_reads`), else as
+    :func:`fetch_standalone`."""
+    reads = direct_reads(engine)
+    if reads is not None:
+        rows = reads.fetch(sql, params)
+        if rows is not None:
+            return rows
+    return await fetch_standalone(engine, sql, params)
 
 
 async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:

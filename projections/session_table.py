@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, fetch_standalone, retry_stale, row_decoder
+from ledger.db import autocommit, read_standalone, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -204,13 +204,13 @@ class SqlSessionReadModel:
 
     async def _by_token_hash(self, token_hash: str) -> SessionState | None:
         # The hot read of every request: one statement on the driver (see
-        # ledger.db.fetch_standalone). The current token is by far the common
+        # ledger.db.read_standalone). The current token is by far the common
         # case; UNION ALL ... LIMIT 1 stops there and only looks at
         # rotated-out tokens (previous one in grace, or reuse) when needed.
         if self._postgres:
-            rows = await fetch_standalone(self.engine, _BY_TOKEN_PG, (token_hash,))
+            rows = await read_standalone(self.engine, _BY_TOKEN_PG, (token_hash,))
         else:
-            rows = await fetch_standalone(self.engine, _BY_TOKEN_SQLITE, (token_hash, token_hash))
+            rows = await read_standalone(self.engine, _BY_TOKEN_SQLITE, (token_hash, token_hash))
         return state_from_mapping(self._decode(rows[0])) if rows else None
 
     async def by_id(self, session_id: str) -> SessionState | None:

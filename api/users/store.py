@@ -44,7 +44,7 @@ from api.users.errors import (
 from api.users.memo import USERS_CHANNEL, UserMemo
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
-from ledger.db import fetch_standalone, retry_stale, row_decoder
+from ledger.db import read_standalone, retry_stale, row_decoder
 from ledger.ports import ProviderAccount, UserRecord
 
 MIN_PASSWORD = 8
@@ -102,7 +102,7 @@ class SqlUserStore:
     async def get_user(self, user_id: str) -> UserRecord | None:
         # On every get-session store read: from the memo while a feed vouches
         # for it, else one statement on the driver (see
-        # ledger.db.fetch_standalone), decoded by SQLAlchemy's type processors.
+        # ledger.db.read_standalone), decoded by SQLAlchemy's type processors.
         memo = self.memo
         record = memo.get(user_id)
         if record is not None:
@@ -111,7 +111,7 @@ class SqlUserStore:
         sql, decode = self._by_id
 
         async def read() -> UserRecord | None:
-            rows = await fetch_standalone(self.engine, sql, (user_id,))
+            rows = await read_standalone(self.engine, sql, (user_id,))
             return _user_from_mapping(decode(rows[0])) if rows else None
 
         record = await retry_stale(read)
