@@ -88,6 +88,12 @@ class PgRevocationNotifier:
         """The same notifications for new streams, as data (see ledger.writes)."""
         return list(_notifications(pending))
 
+    async def existing_stream_writes(
+        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> list[Write]:
+        """Any stream: these writes follow from the events alone."""
+        return self.new_stream_writes(pending)
+
 
 def _notifications(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[Notify]:
     ids = ended_session_ids(recorded)

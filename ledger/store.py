@@ -28,6 +28,8 @@ from ledger.db import (
     driver_fetch,
     fetch_standalone,
     pooled,
+    read_standalone,
+    retry_stale,
     writer,
 )
 from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
@@ -55,11 +57,11 @@ APPEND_LOCK_KEY = 0x5E55_1011
 
 
 _HEAD = (
-    select(events_table.c.stream_version, events_table.c.hash)
-    .where(events_table.c.stream_id == bindparam("stream_id"))
-    .order_by(events_table.c.stream_version.desc())
-    .limit(1)
+    f"SELECT stream_version, hash FROM {events_table.name} "  # noqa: S608 (a name)
+    "WHERE stream_id = {} ORDER BY stream_version DESC LIMIT 1"
 )
+_HEAD_PG = _HEAD.format("$1")
+_HEAD_SQLITE = _HEAD.format("?")
 _latest = aliased(events_table)
 _HEADS = select(events_table.c.stream_id, events_table.c.stream_version, events_table.c.hash).where(
     events_table.c.stream_id.in_(bindparam("ids", expanding=True)),
@@ -138,10 +140,10 @@ class EventStore:
         # stream_version)), so a head that moves meanwhile is a conflict.
         prev_hashes = await self._prev_hashes(appends)
         rows = _Rows.build(prepared, prev_hashes, meta, recorded_at)
-        writes = self._new_stream_writes(rows)
+        writes = await self._projection_writes(rows)
         postgres = self._dialect == "postgresql"
         # One statement, atomic on its own: nothing to project, or (on
-        # PostgreSQL) new streams whose projections' writes ride along.
+        # PostgreSQL) projections whose writes ride along as data.
         single = writes == [] and rows.statements(self._dialect) == 1
         single = single or (postgres and writes is not None)
         recorded: list[RecordedEvent] = []
@@ -225,15 +227,17 @@ class EventStore:
         the insert itself)."""
         existing = [a for a in appends if a.expected_version > 0]
         heads: dict[str, tuple[int, str]] = {}
-        if existing:
+        if len(existing) == 1:
+            # The per-request case (a refresh, a revoke): one statement on its
+            # own (ledger.db.read_standalone).
+            stream_id = existing[0].stream_id
+            sql = _HEAD_PG if self._dialect == "postgresql" else _HEAD_SQLITE
+            rows = await retry_stale(lambda: read_standalone(self._reader, sql, (stream_id,)))
+            if rows:
+                heads[stream_id] = (rows[0][0], rows[0][1])
+        elif existing:
             async with self._reader.connect() as conn:
-                if len(existing) == 1:
-                    stream_id = existing[0].stream_id
-                    row = (await conn.execute(_HEAD, {"stream_id": stream_id})).first()
-                    if row is not None:
-                        heads[stream_id] = (row.stream_version, row.hash)
-                else:
-                    heads = await _stream_heads(conn, [a.stream_id for a in existing])
+                heads = await _stream_heads(conn, [a.stream_id for a in existing])
         hashes: dict[str, str] = {}
         for a in appends:
             if a.expected_version == 0:
@@ -245,21 +249,32 @@ class EventStore:
             hashes[a.stream_id] = head_hash
         return hashes
 
-    def _new_stream_writes(self, rows: _Rows) -> list[Write] | None:
+    async def _projection_writes(self, rows: _Rows) -> list[Write] | None:
         """Every inline projection's writes for this append, as data; None
-        when the projections must run on the connection instead (an existing
-        stream, or a projection that cannot say). See ledger.writes."""
-        if any(p.append.expected_version != 0 for p in rows.prepared):
-            return [] if not self.inline_projections else None
-        writers: list[Callable[[Sequence[PendingEvent]], Sequence[Write]]] = []
-        for projection in self.inline_projections:
-            # The optional capability ledger.writes.NewStreamWrites.
-            new_stream_writes = getattr(projection, "new_stream_writes", None)
-            if new_stream_writes is None:
-                return None
-            writers.append(new_stream_writes)
+        when the projections must run on the connection instead (a
+        projection that cannot say). See ledger.writes."""
+        if not self.inline_projections:
+            return []
         pending = rows.pending()
-        return [w for new_stream_writes in writers for w in new_stream_writes(pending)]
+        writes: list[Write] = []
+        if all(p.append.expected_version == 0 for p in rows.prepared):
+            for projection in self.inline_projections:
+                # The optional capability ledger.writes.NewStreamWrites.
+                new_stream_writes = getattr(projection, "new_stream_writes", None)
+                if new_stream_writes is None:
+                    return None
+                writes += new_stream_writes(pending)
+            return writes
+        for projection in self.inline_projections:
+            # The optional capability ledger.writes.ExistingStreamWrites.
+            existing_stream_writes = getattr(projection, "existing_stream_writes", None)
+            if existing_stream_writes is None:
+                return None
+            some = await existing_stream_writes(self.engine, pending)
+            if some is None:
+                return None
+            writes += some
+        return writes
 
     async def _pg_send(
         self, rows: _Rows, writes: Sequence[Write]

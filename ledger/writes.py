@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.events import Event, EventMetadata
 
@@ -92,6 +93,23 @@ class NewStreamWrites(Protocol):
     would do for the same events."""
 
     def new_stream_writes(self, pending: Sequence[PendingEvent]) -> Sequence[Write]: ...
+
+
+class ExistingStreamWrites(Protocol):
+    """The same capability for an append to streams that already exist (a
+    refresh, a touch, a revoke): the writes may depend on what the
+    projection holds for those streams, so it reads that first, before the
+    append and outside its transaction, and returns None when it cannot
+    vouch for what it read (the append then runs ``apply`` in a transaction
+    as before). What it read is the state after each stream's expected
+    version when the projection checks its own record of that version: the
+    append lands only if every stream is still at that version (the INSERT's
+    guard on SQLite, the unique (stream_id, stream_version) on PostgreSQL),
+    and then the writes land with it."""
+
+    async def existing_stream_writes(
+        self, engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> Sequence[Write] | None: ...
 
 
 Bind = Callable[[Any], Any] | None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.audit_schema import audit_ips, ip_key
 from ledger.events import RecordedEvent, SessionCreated, SessionTouched
@@ -47,3 +47,9 @@ class AuditIpProjection:
         position is filled in by the append."""
         rows = sightings(pending)
         return [Insert(audit_ips, rows)] if rows else []
+
+    async def existing_stream_writes(
+        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> list[Write]:
+        """Any stream: these writes follow from the events alone."""
+        return self.new_stream_writes(pending)

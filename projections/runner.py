@@ -24,7 +24,7 @@ import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.events import RecordedEvent
 from ledger.store import EventStore
@@ -57,6 +57,12 @@ class NotifyOnAppend:
         ``pending`` is in the order positions are drawn, so the last event
         gets the highest."""
         return [Notify(self.channel, pending[-1].position)] if pending else []
+
+    async def existing_stream_writes(
+        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> list[Write]:
+        """Any stream: these writes follow from the events alone."""
+        return self.new_stream_writes(pending)
 
 
 class ProjectionRunner:

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import Table, TextClause, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.clock import utc
-from ledger.db import autocommit, read_standalone, retry_stale, row_decoder
+from ledger.db import RowDecoder, autocommit, read_standalone, retry_stale, row_decoder
 from ledger.devices import describe_device
 from ledger.events import RecordedEvent, SessionCreated, SessionRotated
 from ledger.session import SessionState, SessionStatus, evolve
@@ -48,11 +48,54 @@ class SessionTableProjection:
 
     def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
         """The same rows for new streams, as data (see ledger.writes)."""
-        rows, retired = _fold_rows(pending, {})
+        return self._writes(pending, {})
+
+    async def existing_stream_writes(
+        self, engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> list[Write] | None:
+        """The same rows for streams that may exist (a refresh, a revoke), as
+        data: their rows are read first, on their own, and folded on. None
+        when a row is not at the version the append expects (it moved, or
+        is missing): then ``apply`` runs in the append's transaction, which
+        also tells a real conflict. See ledger.writes.ExistingStreamWrites."""
+        expected: dict[str, int] = {}
+        for p in pending:
+            expected.setdefault(p.stream_id, p.stream_version - 1)
+        existing = [stream for stream, version in expected.items() if version > 0]
+        states = {s.session_id: s for s in await self._read_states(engine, existing)}
+        for stream in existing:
+            state = states.get(stream)
+            if state is None or state.version != expected[stream]:
+                return None
+        return self._writes(pending, states)
+
+    def _writes(
+        self, pending: Sequence[PendingEvent], states: Mapping[str, SessionState]
+    ) -> list[Write]:
+        rows, retired = _fold_rows(pending, states)
         writes: list[Write] = [Insert(self.table, rows, on_conflict="update")]
         if retired:
             writes.append(Insert(self.retired, retired))
         return writes
+
+    async def _read_states(self, engine: AsyncEngine, ids: Sequence[str]) -> list[SessionState]:
+        if not ids:
+            return []
+        columns = ", ".join(c.name for c in self.table.columns)
+        params: tuple[Any, ...]
+        if engine.dialect.name == "postgresql":
+            where, params = "session_id = ANY($1)", (list(ids),)
+        else:
+            where, params = f"session_id IN ({', '.join('?' * len(ids))})", tuple(ids)
+        sql = f"SELECT {columns} FROM {self.table.name} WHERE {where}"  # noqa: S608 (names, placeholders)
+        decode = _decoder(engine.dialect, self.table)
+        rows = await retry_stale(lambda: read_standalone(autocommit(engine), sql, params))
+        return [state_from_mapping(decode(row)) for row in rows]
+
+
+@functools.cache
+def _decoder(dialect: Dialect, table: Table) -> RowDecoder:
+    return row_decoder(dialect, tuple(table.columns))
 
 
 def _fold_rows(
