@@ -56,6 +56,10 @@ MAX_USER_ID = 128
 APPEND_LOCK_KEY = 0x5E55_1011
 
 
+#: Appends to more existing streams than this run the projections' apply
+#: in a transaction (see _projection_writes).
+EXISTING_AS_DATA_MAX = 32
+
 _HEAD = (
     f"SELECT stream_version, hash FROM {events_table.name} "  # noqa: S608 (a name)
     "WHERE stream_id = {} ORDER BY stream_version DESC LIMIT 1"
@@ -265,6 +269,12 @@ class EventStore:
                     return None
                 writes += new_stream_writes(pending)
             return writes
+        if len(rows.prepared) > EXISTING_AS_DATA_MAX:
+            # Many existing streams at once (an expiry batch, a revoke-all of
+            # hundreds): round trips are few next to the work, and the
+            # projections' reads and one big statement measured slower
+            # (bench.expiry: 3,500-3,900 against 4,300-4,800 per s).
+            return None
         for projection in self.inline_projections:
             # The optional capability ledger.writes.ExistingStreamWrites.
             existing_stream_writes = getattr(projection, "existing_stream_writes", None)
