@@ -51,7 +51,7 @@ from ledger.clock import Clock
 from ledger.db import make_engine, pooled
 from ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from ledger.schema import events as events_table
-from ledger.writes import Notify, PendingEvent, Write
+from ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def ended_session_ids(recorded: Iterable[RecordedEvent | PendingEvent]) -> list[
     return [r.stream_id for r in recorded if r.type in TERMINAL_EVENT_TYPES]
 
 
-class PgRevocationNotifier:
+class PgRevocationNotifier(WritesFromEvents):
     """Inline projection: ``pg_notify`` in the append transaction (delivered on commit)."""
 
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
@@ -87,12 +87,6 @@ class PgRevocationNotifier:
     def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
         """The same notifications for new streams, as data (see ledger.writes)."""
         return list(_notifications(pending))
-
-    async def existing_stream_writes(
-        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
-    ) -> list[Write]:
-        """Any stream: these writes follow from the events alone."""
-        return self.new_stream_writes(pending)
 
 
 def _notifications(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[Notify]:

@@ -28,7 +28,8 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -156,6 +157,20 @@ async def bench_ledger(url: str, n: int) -> tuple[float, float]:
         await ours.close()
 
 
+@asynccontextmanager
+async def migrated_pg_database() -> AsyncIterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped afterwards."""
+    server = await PgServer.connect()
+    name = await server.create_database("sl_bench_")
+    try:
+        url = server.url_for(name)
+        await migrate(url)
+        yield url
+    finally:
+        await server.drop_database(name)
+        await server.close()
+
+
 def token_hash(i: int) -> str:
     return hashlib.sha256(str(i).encode()).hexdigest()
 
@@ -250,16 +265,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="PostgreSQL: alternating rounds")
     args = parser.parse_args()
 
-    server = await PgServer.connect()
-    name = await server.create_database("sl_bench_")
-    try:
-        url = server.url_for(name)
-        await migrate(url)
+    async with migrated_pg_database() as url:
         ours, raw, creates, gets = await bench_pg_alternating(url, args.n, args.rounds)
         report("postgres/asyncpg", ours, raw, rounds=(creates, gets))
-    finally:
-        await server.drop_database(name)
-        await server.close()
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/ledger.db"

@@ -18,14 +18,21 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.lifecycle import POLICY, RawPgContender, alternate, bench_raw_aiosqlite, rate
+from bench.lifecycle import (
+    POLICY,
+    RawPgContender,
+    alternate,
+    bench_raw_aiosqlite,
+    migrated_pg_database,
+    rate,
+)
 from ledger.clock import SystemClock
 from ledger.db import make_engine
 from ledger.service import SessionLedger
 from ledger.store import EventStore
 from projections.audit_ips import AuditIpProjection
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
-from tests.support.db import PgServer, migrate
+from tests.support.db import migrate
 
 
 class Writer:
@@ -69,11 +76,7 @@ async def main() -> None:
     args = parser.parse_args()
     n = args.n
 
-    server = await PgServer.connect()
-    name = await server.create_database("sl_bench_")
-    try:
-        url = server.url_for(name)
-        await migrate(url)
+    async with migrated_pg_database() as url:
         ours = Writer(url)
         raw = await RawPgContender.connect(url.replace("+asyncpg", ""))
         try:
@@ -86,11 +89,8 @@ async def main() -> None:
         finally:
             await ours.close()
             await raw.conn.close()
-        line("postgres/asyncpg", "update_session", u_ours, u_raw, u_ratios)
-        line("postgres/asyncpg", "sign_out", s_ours, s_raw, s_ratios)
-    finally:
-        await server.drop_database(name)
-        await server.close()
+    line("postgres/asyncpg", "update_session", u_ours, u_raw, u_ratios)
+    line("postgres/asyncpg", "sign_out", s_ours, s_raw, s_ratios)
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/ledger.db"

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import await_only, greenlet_spawn
 
-from ledger.sqlite_reads import direct_reads
+from ledger.sqlite_reads import DirectReads, plain_file
 
 T = TypeVar("T")
 #: ``execute(sql, params)`` inside :meth:`Driver.sqlite_transaction`: the rows.
@@ -342,6 +342,22 @@ async def fetch_standalone(engine: AsyncEngine, sql: str, params: Sequence[Any] 
     if held is not None:
         return await held.fetch(sql, params)
     return await pooled(engine, lambda driver: driver.fetch(sql, params))
+
+
+_DIRECT_ATTRIBUTE = "_ledger_sqlite_reads"
+
+
+def direct_reads(engine: AsyncEngine) -> DirectReads | None:
+    """The :class:`~ledger.sqlite_reads.DirectReads` of ``engine`` (one per
+    engine, kept on the engine itself, as :func:`held_connections`), or None
+    when it is not a SQLite file named plainly in the URL."""
+    root = _root(engine.sync_engine)
+    reads = getattr(root, _DIRECT_ATTRIBUTE, None)
+    if reads is None:
+        path = plain_file(root.url)
+        reads = False if path is None else DirectReads(root, path)
+        setattr(root, _DIRECT_ATTRIBUTE, reads)
+    return reads if isinstance(reads, DirectReads) else None
 
 
 async def read_standalone(engine: AsyncEngine, sql: str, params: Sequence[Any] = ()) -> list[Any]:

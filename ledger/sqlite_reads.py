@@ -9,7 +9,7 @@ cost the loop more CPU than the rest of the request (bench/README.md).
 
 A lookup of one row by key in a WAL database takes SQLite some
 microseconds, and in WAL mode a reader never waits for a writer. So the
-hottest reads (:func:`read_standalone`: a session by token, a user by id)
+hottest reads (:func:`ledger.db.read_standalone`: a session by token, a user by id)
 run right in the calling thread, on a plain read-only ``sqlite3``
 connection of their own:
 
@@ -34,8 +34,9 @@ connection of their own:
   threads running at once) and per process (SQLite connections must not
   cross a ``fork``); ``engine.dispose()`` closes them.
 
-Only for file databases named plainly in the URL; an in-memory database or
-a URL with query options (``?mode=...``) gets None and the usual path.
+Only for file databases named plainly in the URL (:func:`plain_file`); for
+an in-memory database or a URL with query options (``?mode=...``)
+:func:`ledger.db.direct_reads` gives None and reads take the usual path.
 """
 
 from __future__ import annotations
@@ -49,11 +50,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.engine.base import OptionEngine
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-_ATTRIBUTE = "_ledger_sqlite_reads"
+from sqlalchemy.engine import URL, Engine
 
 
 class DirectReads:
@@ -108,29 +105,16 @@ class DirectReads:
                 conn.close()
 
 
-def direct_reads(engine: AsyncEngine) -> DirectReads | None:
-    """The :class:`DirectReads` of ``engine`` (one per engine, kept on the
-    engine itself), or None when it is not a plain SQLite file database."""
-    root = engine.sync_engine
-    while isinstance(root, OptionEngine):
-        root = root._proxied
-    reads = getattr(root, _ATTRIBUTE, None)
-    if isinstance(reads, DirectReads):
-        return reads
-    if reads is False:
-        return None
-    url = root.url
+def plain_file(url: URL) -> Path | None:
+    """The file of a SQLite URL that names one plainly; None for anything
+    else (another database, in-memory, a ``file:`` URI, query options)."""
     database = url.database
-    plain_file = (
-        url.get_backend_name() == "sqlite"
-        and bool(database)
-        and database != ":memory:"
-        and not str(database).startswith("file:")
-        and not url.query
-    )
-    if not plain_file:
-        setattr(root, _ATTRIBUTE, False)
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+        or url.query
+    ):
         return None
-    reads = DirectReads(root, Path(str(database)).resolve())
-    setattr(root, _ATTRIBUTE, reads)
-    return reads
+    return Path(database).resolve()

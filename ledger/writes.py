@@ -22,6 +22,7 @@ SQLite from the positions the INSERT returned.
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +111,20 @@ class ExistingStreamWrites(Protocol):
     async def existing_stream_writes(
         self, engine: AsyncEngine, pending: Sequence[PendingEvent]
     ) -> Sequence[Write] | None: ...
+
+
+class WritesFromEvents(ABC):
+    """Base of inline projections whose writes follow from the events alone,
+    not from anything the projection holds (audit sightings, NOTIFYs): the
+    same writes serve new streams and existing ones."""
+
+    @abstractmethod
+    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]: ...
+
+    async def existing_stream_writes(
+        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
+    ) -> list[Write]:
+        return self.new_stream_writes(pending)
 
 
 Bind = Callable[[Any], Any] | None

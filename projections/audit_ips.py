@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.audit_schema import audit_ips, ip_key
 from ledger.events import RecordedEvent, SessionCreated, SessionTouched
-from ledger.writes import Insert, PendingEvent, Write
+from ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
 
 
 def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str
     return rows
 
 
-class AuditIpProjection:
+class AuditIpProjection(WritesFromEvents):
     """Keeps ``audit_ips`` in step with the ledger (EventStore inline projection)."""
 
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
@@ -47,9 +47,3 @@ class AuditIpProjection:
         position is filled in by the append."""
         rows = sightings(pending)
         return [Insert(audit_ips, rows)] if rows else []
-
-    async def existing_stream_writes(
-        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
-    ) -> list[Write]:
-        """Any stream: these writes follow from the events alone."""
-        return self.new_stream_writes(pending)

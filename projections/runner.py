@@ -24,11 +24,11 @@ import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.events import RecordedEvent
 from ledger.store import EventStore
-from ledger.writes import Notify, PendingEvent, Write
+from ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
 from projections.redis_cache import Keys, RedisCacheProjection
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "ledger_events"
 
 
-class NotifyOnAppend:
+class NotifyOnAppend(WritesFromEvents):
     """Inline projection (runs in the append transaction) that sends
     ``NOTIFY <channel>, '<last position>'``. PostgreSQL delivers it only
     when the transaction commits, never for a rolled-back append."""
@@ -57,12 +57,6 @@ class NotifyOnAppend:
         ``pending`` is in the order positions are drawn, so the last event
         gets the highest."""
         return [Notify(self.channel, pending[-1].position)] if pending else []
-
-    async def existing_stream_writes(
-        self, _engine: AsyncEngine, pending: Sequence[PendingEvent]
-    ) -> list[Write]:
-        """Any stream: these writes follow from the events alone."""
-        return self.new_stream_writes(pending)
 
 
 class ProjectionRunner:

@@ -89,7 +89,7 @@ class SessionTableProjection:
             where, params = f"session_id IN ({', '.join('?' * len(ids))})", tuple(ids)
         sql = f"SELECT {columns} FROM {self.table.name} WHERE {where}"  # noqa: S608 (names, placeholders)
         decode = _decoder(engine.dialect, self.table)
-        rows = await retry_stale(lambda: read_standalone(autocommit(engine), sql, params))
+        rows = await retry_stale(lambda: read_standalone(engine, sql, params))
         return [state_from_mapping(decode(row)) for row in rows]
 
 

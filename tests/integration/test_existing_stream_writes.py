@@ -13,7 +13,6 @@ from operator import itemgetter
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.audit_schema import audit_ips
@@ -44,6 +43,7 @@ from tests.integration.test_new_stream_writes import (
     rows_of,
     session_events,
 )
+from tests.support.statements import statement_verbs
 
 
 def new_hash(label: str) -> str:
@@ -199,16 +199,8 @@ async def test_a_revoke_is_one_statement_on_postgresql(
     await create(store, ["s"], clock)
     (state,) = [state_from_mapping(r) for r in await rows_of(engine, sessions)]
     revoke = decide(state, RevokeSession(RevocationReason.REVOKED, "user:u1"), clock.now(), POLICY)
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement.split()[0].upper())
-
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statement_verbs(engine) as statements:
         await store.append("s", 1, revoke, metadata=META)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
     if engine.dialect.name == "postgresql":
         assert statements == ["SELECT", "SELECT", "WITH"]
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +41,7 @@ from projections.session_table import (
     state_from_mapping,
     state_to_row,
 )
+from tests.support.statements import statement_verbs
 
 POLICY = SessionPolicy()
 META = EventMetadata(actor="user:u1")
@@ -193,20 +194,12 @@ async def test_a_sign_in_is_one_statement_on_postgresql(
     """With every inline projection able to write as data, a new stream costs
     one statement on PostgreSQL (no BEGIN / COMMIT), and on SQLite its
     transaction holds one statement per table."""
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement.split()[0].upper())
-
     store = EventStore(
         engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
     )
     events = session_events("s", clock.now(), ip="10.0.0.1", story="create")
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statement_verbs(engine) as statements:
         await store.append("s", 0, events, metadata=META)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
     if engine.dialect.name == "postgresql":
         assert statements == ["WITH"]
     else:

@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ledger.config import SessionPolicy
-from ledger.db import autocommit, make_engine, read_standalone
+from ledger.db import autocommit, direct_reads, make_engine, read_standalone
 from ledger.service import SessionLedger
-from ledger.sqlite_reads import DirectReads, direct_reads
+from ledger.sqlite_reads import DirectReads
 from ledger.store import EventStore
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
 
