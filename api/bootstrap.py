@@ -20,6 +20,7 @@ from ledger.store import EventStore
 from migrations import upgrade
 from projections.audit_ips import AuditIpProjection
 from projections.cached_read_model import CachedSessionReadModel
+from projections.freshness import CacheFreshness
 from projections.redis_cache import RedisCacheProjection, RedisSessionCache
 from projections.runner import NotifyOnAppend, ProjectionRunner
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
@@ -32,9 +33,12 @@ class Container:
     store: EventStore
     ledger: SessionLedger
     clock: Clock = field(default_factory=SystemClock)
-    #: Set when settings.redis.url is: the cache client and its catch-up runner.
+    #: Set when settings.redis.url is: the cache client, its catch-up runner,
+    #: and what this process knows of the cache's freshness (a change feed
+    #: must make it live, see api.revocations; until then reads go to SQL).
     redis: Any = None
     runner: ProjectionRunner | None = None
+    freshness: CacheFreshness | None = None
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -66,9 +70,10 @@ async def build(
         # NOTIFY in the append transaction: other processes' revocation feeds.
         store.inline_projections.append(PgRevocationNotifier())
     read_model: SessionReadModel = SqlSessionReadModel(engine)
-    redis_client, runner = None, None
+    redis_client, runner, freshness = None, None, None
     if settings.redis.url:
-        redis_client, runner, read_model = _redis_cache(settings, engine, store, clock)
+        redis_client, runner, cached = _redis_cache(settings, engine, store, clock, users)
+        read_model, freshness = cached, cached.freshness
     ledger = SessionLedger(
         store=store,
         read_model=read_model,
@@ -86,14 +91,20 @@ async def build(
         clock=clock,
         redis=redis_client,
         runner=runner,
+        freshness=freshness,
     )
 
 
 def _redis_cache(
-    settings: Settings, engine: AsyncEngine, store: EventStore, clock: Clock
+    settings: Settings,
+    engine: AsyncEngine,
+    store: EventStore,
+    clock: Clock,
+    users: UserStore | None,
 ) -> tuple[Any, ProjectionRunner, CachedSessionReadModel]:
     """The Redis cache projection: written after each commit, caught up by
-    the runner, read first by the service (SQL on a miss or an outage)."""
+    the runner, read first by the service when it can vouch for what it
+    reads (SQL on a miss, an outage or any doubt)."""
     assert settings.redis.url is not None
     # redis-py uses the hiredis parser whenever hiredis is installed.
     client = aioredis.from_url(
@@ -101,9 +112,15 @@ def _redis_cache(
     )
     cache = RedisSessionCache(client, settings.redis, settings.cookie_cache, clock=clock)
     projection = RedisCacheProjection(cache, store)
+    freshness = CacheFreshness()
+    # This process's own appends are known before the cache write is tried
+    # (and before anything is acknowledged): order matters here.
+    store.after_commit.append(freshness.after_commit)
     store.after_commit.append(projection.after_commit)
     listen_dsn = None
-    if engine.dialect.name == "postgresql":
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:
+        # Wakes the runner, and tells every process's freshness what changed.
         store.inline_projections.append(NotifyOnAppend())
         listen_dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     runner = ProjectionRunner(
@@ -112,5 +129,10 @@ def _redis_cache(
         poll_interval=settings.worker.projector_poll_interval,
         listen_dsn=listen_dsn,
     )
-    read_model = CachedSessionReadModel(cache, SqlSessionReadModel(engine), projection)
+    # The user's record beside its sessions: only where a feed keeps the
+    # user memo strict (PostgreSQL), which decides whether to believe it.
+    memo = users.memo if postgres and isinstance(users, SqlUserStore) else None
+    read_model = CachedSessionReadModel(cache, SqlSessionReadModel(engine), freshness, memo)
+    if memo is not None and isinstance(users, SqlUserStore):
+        users.on_read.append(read_model.user_loaded)
     return client, runner, read_model

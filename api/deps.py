@@ -93,8 +93,6 @@ class Auth:
                 container.clock,
                 settings.cookie_cache.max_age,
                 database_url=settings.database_url,
-                redis_url=settings.redis.url,
-                redis_prefix=settings.redis.prefix,
             ),
             client_ip=ClientIp(settings.trusted_proxies),
             origins=OriginCheck(settings.base_url, settings.trusted_origins),
@@ -129,6 +127,8 @@ class Auth:
         self.container.store.after_commit.append(self.revocations.on_commit)
         if self.users is not None:
             self.revocations.attach_users(self.users.memo)
+        if self.container.freshness is not None:
+            self.revocations.attach_freshness(self.container.freshness)
         await self.revocations.start()
 
     async def stop(self) -> None:

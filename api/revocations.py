@@ -15,9 +15,12 @@ How revocations reach the set:
   notification goes out exactly when, and only if, the revocation commits;
   each process ``LISTEN``s on a dedicated asyncpg connection;
 * other processes on SQLite (the embedded default): a poller follows the
-  ledger's tail by position on its own engine (SQLite has no NOTIFY; the
-  tail is gap-free because SQLite serialises writers);
-* SQLite with Redis configured: Redis pub/sub instead of polling.
+  ledger's tail by position (SQLite has no NOTIFY; the tail is gap-free
+  because SQLite serialises writers). It looks every POLL_INTERVAL (5 ms)
+  with ``PRAGMA data_version``, which changes only when another connection
+  committed, and reads the tail only then: a look costs microseconds, and
+  the revocation reaches the other processes within about POLL_INTERVAL
+  (``bench.revocation_latency --backend sqlite``).
 
 Until the feed is connected *and* the last window of revocations has been
 loaded from the ledger (``caught_up``), and again as soon as the feed is
@@ -28,6 +31,12 @@ On PostgreSQL the same LISTEN connection also hears user changes
 (:data:`api.users.memo.USERS_CHANNEL`) for the user memo attached with
 :meth:`RevocationFeed.attach_users`; the memo is live exactly while the
 feed is caught up.
+
+With the Redis cache, the feed also tells its
+:class:`~projections.freshness.CacheFreshness` (:meth:`attach_freshness`)
+of *every* append, not only the ends: ``NOTIFY ledger_events`` on
+PostgreSQL, the whole tail on SQLite. Redis is believed exactly while the
+feed is caught up, and only for what it heard of.
 """
 
 from __future__ import annotations
@@ -35,23 +44,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.users.memo import USERS_CHANNEL, UserMemo
 from ledger.clock import Clock
-from ledger.db import make_engine, pooled
+from ledger.db import Driver, make_engine, pooled
 from ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from ledger.schema import events as events_table
+from ledger.sqlite_reads import DataVersionWatch, plain_file
 from ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
+from projections.freshness import CacheFreshness, parse_changes
+from projections.runner import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +73,16 @@ MARGIN = timedelta(seconds=60)
 NOTIFY_BATCH = 150
 RECONNECT_DELAY = 0.5
 KEEPALIVE = 5.0
-POLL_INTERVAL = 0.05
+#: How often the SQLite feed looks for commits (PRAGMA data_version).
+POLL_INTERVAL = 0.005
+#: SQLite databases that cannot be watched so (in-memory, URL options) are
+#: polled through the engine, less often.
+ENGINE_POLL_INTERVAL = 0.05
+TAIL_LIMIT = 1000
 #: The SQLite feed's poll: the ledger's tail after a position.
 _TAIL = (
-    f"SELECT position, stream_id, type FROM {events_table.name} "  # noqa: S608 (a name)
-    "WHERE position > ? ORDER BY position LIMIT 1000"
+    f"SELECT position, stream_id, stream_version, type FROM {events_table.name} "  # noqa: S608
+    f"WHERE position > ? ORDER BY position LIMIT {TAIL_LIMIT}"
 )
 
 
@@ -107,29 +123,19 @@ class RevocationFeed:
         max_age: int,
         *,
         database_url: str,
-        redis_url: str | None = None,
-        redis_prefix: str = "",
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.window = timedelta(seconds=max_age) + MARGIN
         self.database_url = database_url
-        self.redis_url = redis_url
-        self.channel = f"{redis_prefix}{CHANNEL}"
-        if engine.dialect.name == "postgresql":
-            self.mode = "postgres"
-        elif redis_url:
-            self.mode = "redis"
-        else:
-            self.mode = "poll"
+        self.mode = "postgres" if engine.dialect.name == "postgresql" else "poll"
         self._ended: dict[str, datetime] = {}
         self._users: UserMemo | None = None
+        self._freshness: CacheFreshness | None = None
         self._caught_up = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._connected = asyncio.Event()
-        # Any: the installed types-redis stubs (redis 4) lack redis 8's aclose().
-        self._publisher: Any = None
 
     # --------------------------------------------------------------- queries
 
@@ -153,6 +159,10 @@ class RevocationFeed:
             self._users = memo
             memo.set_live(self._caught_up)
 
+    def attach_freshness(self, freshness: CacheFreshness) -> None:
+        """Tell ``freshness`` of every append, and whether the feed is live."""
+        self._freshness = freshness
+
     # ----------------------------------------------------------------- input
 
     def add(self, session_ids: Iterable[str]) -> None:
@@ -164,19 +174,10 @@ class RevocationFeed:
 
     async def on_commit(self, recorded: Sequence[RecordedEvent]) -> None:
         """EventStore.after_commit callback: this process's own revocations,
-        immediately; with Redis pub/sub, also tell the other processes."""
+        immediately."""
         ids = ended_session_ids(recorded)
-        if not ids:
-            return
-        self.add(ids)
-        if self.mode == "redis" and self._publisher is not None:
-            try:
-                for i in range(0, len(ids), NOTIFY_BATCH):
-                    await self._publisher.publish(self.channel, ",".join(ids[i : i + NOTIFY_BATCH]))
-            except (RedisError, OSError):
-                # The revocation is durable; other processes learn it when they
-                # next catch up, and their cache values expire within max_age.
-                log.warning("could not publish a revocation to Redis", exc_info=True)
+        if ids:
+            self.add(ids)
 
     def _prune(self, now: datetime) -> None:
         cutoff = now - self.window
@@ -194,11 +195,8 @@ class RevocationFeed:
         if self._task is not None:
             return
         self._stopping = False
-        if self.mode == "redis":
-            assert self.redis_url is not None
-            self._publisher = aioredis.from_url(self.redis_url)
-        runner = {"postgres": self._run_postgres, "redis": self._run_redis, "poll": self._run_poll}
-        self._task = asyncio.create_task(runner[self.mode](), name="revocation-feed")
+        runner = self._run_postgres if self.mode == "postgres" else self._run_poll
+        self._task = asyncio.create_task(runner(), name="revocation-feed")
         if wait:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), wait)
@@ -211,15 +209,18 @@ class RevocationFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._publisher is not None:
-            await self._publisher.aclose()
-            self._publisher = None
 
-    def _mark(self, caught_up: bool) -> None:
+    def _mark(self, caught_up: bool, head: int = 0) -> None:
+        """Caught up (appends after ``head`` will be heard), or lost."""
         self._caught_up = caught_up
         if self._users is not None:
             # Changes made while the feed was down were never heard: start empty.
             self._users.set_live(caught_up)
+        if self._freshness is not None:
+            if caught_up:
+                self._freshness.connected(head)
+            else:
+                self._freshness.lost()
         if caught_up:
             self._connected.set()
         else:
@@ -253,6 +254,11 @@ class RevocationFeed:
         if isinstance(payload, str) and self._users is not None:
             self._users.invalidate(uid for uid in payload.split(",") if uid)
 
+    def _on_changes_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        parsed = parse_changes(payload) if isinstance(payload, str) else None
+        if parsed is not None and self._freshness is not None:
+            self._freshness.heard(*parsed)
+
     async def _run_postgres(self) -> None:
         url = make_url(self.database_url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
@@ -264,8 +270,9 @@ class RevocationFeed:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 await conn.add_listener(USERS_CHANNEL, self._on_users_notify)
-                await self._catch_up(self.engine)
-                self._mark(True)
+                if self._freshness is not None:
+                    await conn.add_listener(CHANGES_CHANNEL, self._on_changes_notify)
+                self._mark(True, await self._catch_up(self.engine))
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), KEEPALIVE)
@@ -284,36 +291,6 @@ class RevocationFeed:
                         await asyncio.wait_for(conn.close(), 2)
             await asyncio.sleep(RECONNECT_DELAY)
 
-    # ----------------------------------------------------------------- Redis
-
-    async def _run_redis(self) -> None:
-        assert self.redis_url is not None
-        while not self._stopping:
-            client: Any = aioredis.from_url(self.redis_url, socket_connect_timeout=5)
-            pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                await self._catch_up(self.engine)
-                self._mark(True)
-                while True:
-                    message = await pubsub.get_message(timeout=KEEPALIVE)
-                    if message is None:
-                        await asyncio.wait_for(pubsub.ping(), KEEPALIVE)
-                        continue
-                    data = message.get("data")
-                    if isinstance(data, bytes):
-                        self.add(sid for sid in data.decode().split(",") if sid)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("revocation feed (Redis) lost; reconnecting", exc_info=True)
-            finally:
-                self._mark(False)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await client.aclose()
-            await asyncio.sleep(RECONNECT_DELAY)
-
     # ------------------------------------------------------- SQLite polling
 
     async def _run_poll(self) -> None:
@@ -322,27 +299,69 @@ class RevocationFeed:
         # a fresh one per poll (NullPool) cost a thread, a connect and four
         # PRAGMAs twenty times a second.
         engine = make_engine(self.database_url, pool_size=1, max_overflow=0)
+        path = plain_file(make_url(self.database_url))
         try:
             while not self._stopping:
+                watch = None if path is None else DataVersionWatch(path)
                 try:
                     position = await self._catch_up(engine)
-                    self._mark(True)
-                    while True:
-                        await asyncio.sleep(POLL_INTERVAL)
-                        position = await self._poll(engine, position)
+                    self._mark(True, position)
+                    if watch is not None:
+                        await self._watch(watch, position)
+                    else:
+                        await self._poll(engine, position)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.warning("revocation feed (ledger tail) failed; retrying", exc_info=True)
                 finally:
                     self._mark(False)
+                    if watch is not None:
+                        watch.close()
                 await asyncio.sleep(RECONNECT_DELAY)
         finally:
             await engine.dispose()
 
-    async def _poll(self, engine: AsyncEngine, after: int) -> int:
-        # On the driver, in autocommit: one hop to the connection's thread
-        # (SQLAlchemy's execute makes four, plus BEGIN and ROLLBACK).
-        rows = await pooled(engine, lambda driver: driver.fetch(_TAIL, (after,)))
-        self.add(stream_id for _, stream_id, type_ in rows if type_ in TERMINAL_EVENT_TYPES)
-        return int(rows[-1][0]) if rows else after
+    async def _watch(self, watch: DataVersionWatch, position: int) -> None:
+        """Look every POLL_INTERVAL; read the tail when another connection
+        committed (or the last read was cut at TAIL_LIMIT). In the event
+        loop's thread: both statements take microseconds and never wait
+        (busy timeout 0: SQLITE_BUSY means look again next time)."""
+        seen = None
+        more = True
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                # The version before the tail: a commit after it is read now
+                # or changes the version for the next look.
+                version = watch.version()
+                if version == seen and not more:
+                    continue
+                rows = watch.fetch(_TAIL, (position,))
+            except sqlite3.OperationalError:
+                continue  # busy (a WAL recovery, an exclusive lock): look again
+            seen, more = version, len(rows) == TAIL_LIMIT
+            position = self._take(rows, position)
+
+    async def _poll(self, engine: AsyncEngine, position: int) -> None:
+        """The fallback: the tail through the engine, every ENGINE_POLL_INTERVAL."""
+        while True:
+            await asyncio.sleep(ENGINE_POLL_INTERVAL)
+            # On the driver, in autocommit: one hop to the connection's thread.
+            rows = await pooled(engine, _tail_after(position))
+            position = self._take(rows, position)
+
+    def _take(self, rows: Sequence[Any], after: int) -> int:
+        """Tail rows (position, stream id, version, type): the ends go into
+        the set, every change to the cache's freshness; the new position."""
+        if not rows:
+            return after
+        self.add(stream_id for _, stream_id, _, type_ in rows if type_ in TERMINAL_EVENT_TYPES)
+        last = int(rows[-1][0])
+        if self._freshness is not None:
+            self._freshness.heard(last, ((stream_id, version) for _, stream_id, version, _ in rows))
+        return last
+
+
+def _tail_after(position: int) -> Callable[[Driver], Awaitable[list[Any]]]:
+    return lambda driver: driver.fetch(_TAIL, (position,))

@@ -38,6 +38,7 @@ from ledger.db import make_engine
 from ledger.service import RequestContext, SessionLedger
 from ledger.store import EventStore
 from projections.cached_read_model import CachedSessionReadModel
+from projections.freshness import CacheFreshness
 from projections.redis_cache import RedisCacheProjection, RedisSessionCache
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
 
@@ -78,16 +79,21 @@ async def main(n: int, rounds: int) -> None:
             store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
             cache = RedisSessionCache(client, RedisSettings(prefix=prefix), clock=clock)
             projection = RedisCacheProjection(cache, store)
+            freshness = CacheFreshness()
+            store.after_commit.append(freshness.after_commit)
             store.after_commit.append(projection.after_commit)
+            # One process on its own database: its own appends are its feed.
+            freshness.connected(await store.head())
+            await cache.init_checkpoint((await cache.write_keys())[0])
             sql = SqlSessionReadModel(engine)
             cached = SessionLedger(
-                store=store, read_model=CachedSessionReadModel(cache, sql, projection), clock=clock
+                store=store, read_model=CachedSessionReadModel(cache, sql, freshness), clock=clock
             )
             plain = SessionLedger(store=store, read_model=sql, clock=clock)
             ctx = RequestContext(ip="203.0.113.7", user_agent=UA)
             view, token = await cached.create_session("bench-user", ctx, fields={"plan": "pro"})
             keys = (await cache.write_keys())[0]
-            value = await client.get(keys.state(view.id))
+            value = await client.get(keys.state("bench-user", view.id))
             assert value is not None
             raw_key = f"{prefix}raw"
             await raw_client.set(raw_key, b"x" * len(value))

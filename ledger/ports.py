@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 class SessionReadModel(Protocol):
-    async def by_token_hash(self, token_hash: str) -> SessionState | None:
-        """The session whose current, previous or any retired token has this hash."""
+    async def by_token_hash(self, token_hash: str, *, fresh: bool = False) -> SessionState | None:
+        """The session whose current, previous or any retired token has this hash.
+
+        ``fresh``: from the authoritative store, never from a cache (a retry
+        after a conflict: what the cache said was already out of date)."""
         ...
 
     async def by_id(self, session_id: str) -> SessionState | None: ...

@@ -6,13 +6,15 @@ optimistic concurrency; on a conflict they re-read and decide again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from uuid6 import uuid7
 
@@ -46,6 +48,10 @@ from ledger.tokens import hash_token, is_well_formed, new_token
 
 #: Conflicts are retried this many times (each retry re-reads and re-decides).
 MAX_ATTEMPTS = 8
+#: Retry n waits a random time up to min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1)) s.
+RETRY_BASE = 0.005
+RETRY_CAP = 0.1
+T = TypeVar("T")
 MAX_FIELDS_BYTES = 8 * 1024
 #: Session ids are UUIDs; anything else cannot name a session (and must not
 #: reach the database: PostgreSQL rejects NUL in text with a driver error).
@@ -177,8 +183,9 @@ class SessionLedger:
         if not is_well_formed(token):
             return None
         token_hash = hash_token(token)
-        for _ in range(MAX_ATTEMPTS):
-            state = await self.read_model.by_token_hash(token_hash)
+
+        async def attempt(fresh: bool) -> ValidatedSession | None:
+            state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
             if state is None:
                 return None
             now = self.clock.now()
@@ -198,10 +205,8 @@ class SessionLedger:
                 self.policy,
             )
             if decision.events:
-                try:
-                    await self._append(state, decision.events, ctx)
-                except ConcurrencyError:
-                    continue  # someone else moved the session on: look again
+                # A ConcurrencyError: someone else moved the session on.
+                await self._append(state, decision.events, ctx)
                 state = _fold_onto(state, decision.events)
             if not decision.accepted:
                 return None
@@ -211,7 +216,8 @@ class SessionLedger:
                 rotated=decision.rotated,
                 refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
             )
-        raise _busy(token_hash)
+
+        return await self._retrying(attempt, token_hash)
 
     async def get_session_payload(
         self, token: str, ctx: RequestContext = NO_CONTEXT, *, disable_refresh: bool = False
@@ -281,15 +287,14 @@ class SessionLedger:
 
     async def sign_out(self, token: str, ctx: RequestContext = NO_CONTEXT) -> bool:
         """Revoke the session this token belongs to. False when there is none."""
-        for _ in range(MAX_ATTEMPTS):
-            state = await self._live_state(token, ctx)
+
+        async def attempt(fresh: bool) -> bool:
+            state = await self._live_state(token, ctx, fresh=fresh)
             if state is None:
                 return False
-            try:
-                return await self._revoke([state], RevocationReason.SIGN_OUT, ctx) > 0
-            except ConcurrencyError:
-                continue
-        raise _busy(token)
+            return await self._revoke([state], RevocationReason.SIGN_OUT, ctx) > 0
+
+        return await self._retrying(attempt, token)
 
     async def revoke_session(
         self,
@@ -322,17 +327,17 @@ class SessionLedger:
         for sid in ids:
             if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
                 raise SessionNotFoundError("no such session")
-        for _ in range(MAX_ATTEMPTS):
+
+        async def attempt(_fresh: bool) -> int:
+            # by_ids reads the store (never a cache): every attempt is fresh.
             states = await self.read_model.by_ids(ids)
             owned = {s.session_id: s for s in states if s.user_id == user_id}
             missing = [sid for sid in ids if sid not in owned]
             if missing:
                 raise SessionNotFoundError(f"no session {missing[0]!r} for this user")
-            try:
-                return await self._revoke(list(owned.values()), reason, ctx)
-            except ConcurrencyError:
-                continue
-        raise _busy(user_id)
+            return await self._revoke(list(owned.values()), reason, ctx)
+
+        return await self._retrying(attempt, user_id)
 
     async def revoke_other_sessions(
         self, user_id: str, current_session_id: str, ctx: RequestContext = NO_CONTEXT
@@ -352,19 +357,37 @@ class SessionLedger:
 
     # ------------------------------------------------------------- helpers
 
+    async def _retrying(self, attempt: Callable[[bool], Awaitable[T]], subject: str) -> T:
+        """``attempt(fresh)`` until it ends without a ConcurrencyError, at
+        most MAX_ATTEMPTS times.
+
+        Only the first attempt may read through a cache (``fresh=False``):
+        a conflict proves that what it read was out of date, and a cache
+        that served it once may serve it again (Redis refusing writes, or
+        an after-commit write still in flight), so every retry reads the
+        store. Retries wait a random, growing time (full jitter): writers
+        racing for one session would otherwise collide again in lockstep."""
+        for n in range(MAX_ATTEMPTS):
+            if n:
+                await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1))))
+            try:
+                return await attempt(n > 0)
+            except ConcurrencyError:
+                continue
+        raise _busy(subject)
+
     async def _revoke_where(
         self, user_id: str, reason: RevocationReason, ctx: RequestContext, keep: str | None = None
     ) -> int:
-        for _ in range(MAX_ATTEMPTS):
+        async def attempt(_fresh: bool) -> int:
+            # active_for_user reads the store (never a cache).
             states = await self.read_model.active_for_user(user_id, self.clock.now())
             targets = [s for s in states if s.session_id != keep]
             if not targets:
                 return 0
-            try:
-                return await self._revoke(targets, reason, ctx)
-            except ConcurrencyError:
-                continue
-        raise _busy(user_id)
+            return await self._revoke(targets, reason, ctx)
+
+        return await self._retrying(attempt, user_id)
 
     async def _revoke(
         self, states: Sequence[SessionState], reason: RevocationReason, ctx: RequestContext
@@ -381,13 +404,15 @@ class SessionLedger:
             await self.store.append_batch(appends, metadata=_meta(ctx, states[0].user_id))
         return len(appends)
 
-    async def _live_state(self, token: str, ctx: RequestContext) -> SessionState | None:
+    async def _live_state(
+        self, token: str, ctx: RequestContext, *, fresh: bool = False
+    ) -> SessionState | None:
         """The live session of ``token`` without refreshing it; a dead or reused
         token records what validation found (expiry, reuse) and gives None."""
         if not is_well_formed(token):
             return None
         token_hash = hash_token(token)
-        state = await self.read_model.by_token_hash(token_hash)
+        state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
         if state is None:
             return None
         decision = decide_validation(
@@ -407,18 +432,16 @@ class SessionLedger:
     async def _command_by_token(
         self, token: str, command: UpdateFields | Reauthenticate, ctx: RequestContext
     ) -> SessionView:
-        for _ in range(MAX_ATTEMPTS):
-            state = await self._live_state(token, ctx)
+        async def attempt(fresh: bool) -> SessionView:
+            state = await self._live_state(token, ctx, fresh=fresh)
             if state is None:
                 raise SessionNotFoundError("no live session for this token")
             now = self.clock.now()
             events = decide(state, command, now, self.policy)
-            try:
-                await self._append(state, events, ctx)
-            except ConcurrencyError:
-                continue
+            await self._append(state, events, ctx)
             return SessionView.of(_fold_onto(state, events), now, self.policy, current=True)
-        raise _busy(token)
+
+        return await self._retrying(attempt, token)
 
     async def _append(
         self, state: SessionState, events: Sequence[Event], ctx: RequestContext

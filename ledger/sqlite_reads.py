@@ -118,3 +118,32 @@ def plain_file(url: URL) -> Path | None:
     ):
         return None
     return Path(database).resolve()
+
+
+class DataVersionWatch:
+    """Tells, in microseconds and without I/O to speak of, whether any other
+    connection committed to a SQLite file since the last look.
+
+    ``PRAGMA data_version`` changes on a connection exactly when another
+    connection (of any process) committed in between; it reads the WAL
+    index in shared memory. So a poller can look every few milliseconds
+    and read the ledger's tail only when something was committed.
+    Read-only, autocommit and busy timeout 0, like :class:`DirectReads`:
+    an SQLITE_BUSY or other error is raised, and the poller looks again
+    next time. Only for the thread that made it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0, isolation_level=None
+        )
+
+    def version(self) -> int:
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._conn.close()

@@ -78,11 +78,12 @@ class Insert:
 
 @dataclass(frozen=True, slots=True)
 class Notify:
-    """``pg_notify(channel, payload)``, delivered on commit (PostgreSQL only;
-    nothing elsewhere)."""
+    """``pg_notify(channel, payload || suffix)``, delivered on commit
+    (PostgreSQL only; nothing elsewhere)."""
 
     channel: str
     payload: str | PositionOf
+    suffix: str = ""
 
 
 Write = Insert | Notify
@@ -185,10 +186,11 @@ def pg_statement(
             payload = write.payload
             if type(payload) is PositionOf:
                 params += (payload.stream_id, payload.stream_version)
-                signature.append(_NotifySig(position=True))
             else:
                 params.append(payload)
-                signature.append(_NotifySig(position=False))
+            if write.suffix:
+                params.append(write.suffix)
+            signature.append(_NotifySig(type(payload) is PositionOf, bool(write.suffix)))
             continue
         if not write.rows:
             continue
@@ -210,6 +212,7 @@ def pg_statement(
 @dataclass(frozen=True, slots=True)
 class _NotifySig:
     position: bool
+    suffix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +251,8 @@ def _pg_sql(insert_sql: str, taken: int, signature: tuple[_NotifySig | _InsertSi
         if isinstance(entry, _NotifySig):
             channel = mark()
             payload = f"{position()}::text" if entry.position else mark()
+            if entry.suffix:
+                payload = f"{payload} || {mark()}::text"
             notifies.append(f", (SELECT pg_notify({channel}, {payload}))")
             continue
         shape = entry.shape

@@ -1,6 +1,17 @@
-"""CachedSessionReadModel: Redis first, the SQL table on a miss.
+"""CachedSessionReadModel: Redis first, the SQL table when Redis cannot vouch.
 
-Only token lookups (the hot path of every request) are served from Redis.
+Only token lookups (the hot path of every request) are served from Redis,
+and only when :class:`~projections.freshness.CacheFreshness` vouches for
+what was read: the process's change feed is live, the runner's checkpoint
+covers what the feed did not hear, and no newer version of the session was
+heard of. Anything else (a miss, a stale or unvouched state, ``fresh=True``
+from a retry after a conflict) reads the table and fills the cache.
+
+A hit is one round trip once the token's owner is known (a token never
+changes owner, so that is remembered): one script reads the session's state
+and its user's record, which share a hash slot. The record goes to the user
+sink (the service's user memo), which decides whether to believe it.
+
 Lookups by id and per user feed revocation (revoke-sessions, revoke-others,
 revoke-all) and must see every session, so they always read the
 authoritative SQL table: a cache that lost a write must never let a session
@@ -17,17 +28,43 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from ledger.ports import UserRecord
 from ledger.session import SessionState
-from projections.redis_cache import FILL_DEADLINE_SECONDS, RedisCacheProjection, RedisSessionCache
+from projections.freshness import CacheFreshness
+from projections.redis_cache import (
+    FILL_DEADLINE_SECONDS,
+    CacheHit,
+    RateLimitedWarning,
+    RedisSessionCache,
+)
 from projections.session_table import SqlSessionReadModel
+from projections.state_codec import encode_user
 
 log = logging.getLogger(__name__)
 
 WARNING_INTERVAL = 30.0
-RECHECK_INTERVAL = 5.0
+#: After a Redis call failed, Redis is left alone this long: an outage (or
+#: Redis refusing writes) would otherwise cost every request a failing
+#: round trip, or a timeout.
+PAUSE_AFTER_FAILURE = 1.0
+
+
+class UserSink(Protocol):
+    """Where user records read with a session go (the service's user memo)."""
+
+    def mark(self) -> int:
+        """Taken before the read; given back to :meth:`offer`."""
+        ...
+
+    def wants(self, user_id: str) -> bool: ...
+
+    def offer(self, mark: int, raw: bytes, age_ms: int) -> None:
+        """A record as cached, written ``age_ms`` ago."""
+        ...
 
 
 class CachedSessionReadModel:
@@ -37,30 +74,54 @@ class CachedSessionReadModel:
         self,
         cache: RedisSessionCache,
         sql: SqlSessionReadModel,
-        projection: RedisCacheProjection | None = None,
+        freshness: CacheFreshness,
+        users: UserSink | None = None,
     ) -> None:
         self.cache = cache
         self.sql = sql
-        self.projection = projection
-        self._last_warning = -WARNING_INTERVAL
-        self._suppressed = 0
-        self._last_recheck = -RECHECK_INTERVAL
+        self.freshness = freshness
+        self.users = users
+        self._warnings = RateLimitedWarning(log, WARNING_INTERVAL)
+        self._paused_until = 0.0
 
-    async def by_token_hash(self, token_hash: str) -> SessionState | None:
-        await self._recheck_degraded()
-        if not self._degraded():
-            try:
-                state = await self.cache.by_token_hash(token_hash)
-            except (RedisError, OSError) as exc:
-                self._warn("read", exc)
-                return await self.sql.by_token_hash(token_hash)
-            if state is not None and not self._dirty(state.session_id):
-                return state
+    async def by_token_hash(self, token_hash: str, *, fresh: bool = False) -> SessionState | None:
+        if not fresh:
+            hit = await self._from_redis(token_hash)
+            if hit is not None:
+                return hit.state
         started = time.monotonic()
         state = await self.sql.by_token_hash(token_hash)
         if state is not None:
             await self._fill(state, token_hash, started)
         return state
+
+    async def _from_redis(self, token_hash: str) -> CacheHit | None:
+        """A hit the freshness rules vouch for, else None."""
+        freshness = self.freshness
+        if time.monotonic() < self._paused_until:
+            return None
+        try:
+            if freshness.live and freshness.checkpoint_due():
+                keys = await self.cache.read_keys()
+                freshness.checkpoint_read(await self.cache.checkpoint(keys))
+            if not freshness.covered():
+                return None
+            users = self.users
+            mark = users.mark() if users is not None else 0
+            hit = await self.cache.lookup(token_hash, with_user=users is not None)
+        except (RedisError, OSError) as exc:
+            self._failed("read", exc)
+            return None
+        if hit is None or not freshness.vouches(hit.state):
+            return None
+        if (
+            users is not None
+            and hit.user is not None
+            and hit.user_age_ms is not None
+            and users.wants(hit.state.user_id)
+        ):
+            users.offer(mark, hit.user, hit.user_age_ms)
+        return hit
 
     async def by_id(self, session_id: str) -> SessionState | None:
         return await self.sql.by_id(session_id)
@@ -71,13 +132,27 @@ class CachedSessionReadModel:
     async def active_for_user(self, user_id: str, now: datetime) -> list[SessionState]:
         return await self.sql.active_for_user(user_id, now)
 
+    async def user_loaded(self, user: UserRecord, started: float) -> None:
+        """A user record read from the store (started at ``started``,
+        monotonic): cache it beside the user's sessions. Dropped when the
+        read took longer than a fill may (see FILL_DEADLINE_SECONDS)."""
+        if time.monotonic() < self._paused_until:
+            return
+        try:
+            keys = await self.cache.read_keys()
+            if time.monotonic() - started > FILL_DEADLINE_SECONDS:
+                return
+            await self.cache.put_user(keys, user.id, encode_user(user))
+        except (RedisError, OSError) as exc:
+            self._failed("user fill", exc)
+
     # ------------------------------------------------------------- helpers
 
     async def _fill(self, state: SessionState, token_hash: str, started: float) -> None:
         """Write the database's answer back (version-checked), so the next
         request is a hit. A fill that took too long is dropped: a revoke may
         have come and its tombstone gone since we read the database."""
-        if self._degraded():
+        if time.monotonic() < self._paused_until:
             return
         try:
             keys = await self.cache.read_keys()
@@ -85,45 +160,10 @@ class CachedSessionReadModel:
                 return
             await self.cache.put_states([keys], [state], {token_hash: state.session_id})
         except (RedisError, OSError) as exc:
-            self._warn("fill", exc)
-            return
-        if self.projection is not None:
-            # Redis now holds this state or a newer one: trust it again.
-            self.projection.repaired(state.session_id)
+            self._failed("fill", exc)
 
-    async def _recheck_degraded(self) -> None:
-        """In degraded mode, look at the runner's checkpoint now and then: once
-        it passed the last failed write, the cache is whole again."""
-        if not self._degraded() or self.projection is None:
-            return
-        now = time.monotonic()
-        if now - self._last_recheck < RECHECK_INTERVAL:
-            return
-        self._last_recheck = now
-        try:
-            checkpoint = await self.cache.checkpoint(await self.cache.read_keys())
-        except (RedisError, OSError) as exc:
-            self._warn("checkpoint read", exc)
-            return
-        if checkpoint is not None:
-            self.projection.caught_up(checkpoint)
-
-    def _dirty(self, session_id: str) -> bool:
-        return self.projection is not None and self.projection.is_dirty(session_id)
-
-    def _degraded(self) -> bool:
-        return self.projection is not None and self.projection.degraded_until is not None
-
-    def _warn(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_warning < WARNING_INTERVAL:
-            self._suppressed += 1
-            return
-        log.warning(
-            "redis %s failed (%s: %s); serving from SQL (%d similar warnings suppressed)",
-            what,
-            type(exc).__name__,
-            exc,
-            self._suppressed,
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+        self._warnings.warn(
+            "redis %s failed (%s: %s); serving from SQL", what, type(exc).__name__, exc
         )
-        self._last_warning, self._suppressed = now, 0

@@ -6,19 +6,25 @@ Key layout (``P`` = ``settings.redis.prefix``, ``N`` = the live generation)::
     P{sl-meta}:prev              the previous generation, only during a switch
     P{sl-meta}:building          the generation a replay is building
     PgN:checkpoint               last ledger position the runner applied to N
-    PgN:{s:<session id>}         "<version>|<SessionState JSON>", TTL = time to expiry
-    PgN:t:<token hash>           session id of this token (a token never changes owner)
+    PgN:t:<token hash>           "<session id>|<user id>" (a token never changes owner)
+    PgN:{u:<user id>}:s:<sid>    "<version>|<SessionState JSON>", TTL = time to expiry
     PgN:{u:<user id>}:act        sorted set: active session ids, score = expires_at (ms)
     PgN:{u:<user id>}:ver        hash: session id -> last version applied to the index
+    PgN:{u:<user id>}:user       the user's record (JSON), TTL USER_RECORD_SECONDS
 
-Every script touches the keys of one hash slot only (``{s:...}`` or
-``{u:...}`` hash tags), so the layout works on Redis Cluster. Writes carry the
-session's stream version and the scripts apply them only when newer than what
-Redis holds: a stale writer (a slow cache fill, an old after-commit write, a
-replay) can never overwrite a newer state. Ended sessions stay as a tombstone
-(their final, ended state) for :func:`tombstone_ttl` seconds, longer than any
-fill may be in flight, so a fill that read the database before a revoke can
-never bring the session back.
+A user's sessions, index and record share one hash slot (``{u:...}``): a
+cache hit is one script reading the state and the user together, and a
+state write is one script updating the state and the index together. Every
+script touches the keys of one slot only, so the layout works on Redis
+Cluster. Writes carry the session's stream version and the scripts apply
+them only when newer than what Redis holds: a stale writer (a slow cache
+fill, an old after-commit write, a replay) can never overwrite a newer
+state. Ended sessions stay as a tombstone (their final, ended state) for
+:func:`tombstone_ttl` seconds, longer than any fill may be in flight, so a
+fill that read the database before a revoke can never bring the session back.
+
+Whether a process may *believe* what it reads here is another question,
+answered by :mod:`projections.freshness`.
 """
 
 from __future__ import annotations
@@ -58,45 +64,72 @@ log = logging.getLogger(__name__)
 FILL_DEADLINE_SECONDS = 10.0
 #: Tombstones never live shorter than this.
 MIN_TOMBSTONE_SECONDS = 60
+#: A cached user record lives this long: the bound on how stale a record
+#: changed behind the user store's back (raw SQL) can be, as for the memo.
+USER_RECORD_SECONDS = 60
 #: How long readers trust their cached generation number (see switch_generation).
 GENERATION_CACHE_SECONDS = 1.0
 #: After a replay switches generation, writers keep writing the old one this
 #: long, so that a reader still on the old generation never misses a write.
 DUAL_WRITE_SECONDS = 5.0
-#: token hash -> session id memo (the mapping is immutable, so never stale).
-SID_MEMO_SIZE = 100_000
+#: token hash -> (session id, user id) memo (immutable, so never stale).
+OWNER_MEMO_SIZE = 100_000
 #: session id -> (stored bytes, decoded state) of recently read sessions.
 DECODED_MEMO_SIZE = 10_000
 META_TAG = "{sl-meta}"
 
-# KEYS[1] state key. ARGV: version, ttl ms, value ("<version>|<json>").
-PUT_STATE = """
+# KEYS[1] state, KEYS[2] active zset, KEYS[3] index version hash (one {u:...}
+# slot). ARGV: version, state ttl ms, value ("<version>|<json>"), session id,
+# active (1/0), score (expires_at ms), index ttl ms. The state and the index
+# entry are each applied only when newer than what they hold; returns 1 when
+# the state was written.
+PUT_SESSION = """
+local version = tonumber(ARGV[1])
+local written = 0
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  local v = tonumber(string.match(cur, '^(%d+)|'))
-  if v and v >= tonumber(ARGV[1]) then return 0 end
+local held = cur and tonumber(string.match(cur, '^(%d+)|'))
+if not (held and held >= version) then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+  written = 1
 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+if tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0') < version then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+  if ARGV[5] == '1' then
+    redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[4])
+  end
+  local ttl = tonumber(ARGV[7])
+  for i = 2, 3 do
+    local left = redis.call('PTTL', KEYS[i])
+    if left ~= -2 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+return written
+"""
+
+# KEYS[1] token pointer. ARGV: owner ("<sid>|<uid>"), ttl ms, ended (1/0).
+# A pointer lives as long as its session: an ended session's pointer goes
+# with its tombstone, a live one's is only ever extended (a stale fill of an
+# older state, with an earlier expiry, must not cut it short).
+PUT_POINTER = """
+if ARGV[3] == '0' then
+  local left = redis.call('PTTL', KEYS[1])
+  if left == -1 or left >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS[1] active zset, KEYS[2] version hash (same {u:...} slot).
-# ARGV: session id, version, active (1/0), score (expires_at ms), key ttl ms.
-PUT_INDEX = """
-local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if cur >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-else
-  redis.call('ZREM', KEYS[1], ARGV[1])
-end
-local ttl = tonumber(ARGV[5])
-for i = 1, 2 do
-  local left = redis.call('PTTL', KEYS[i])
-  if left ~= -2 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return 1
+# KEYS[1] state, KEYS[2] user record (one {u:...} slot): a cache hit in one
+# round trip. Returns nil (no state), {state}, or {state, user, user's PTTL}
+# (the record's age follows from its TTL: see projections.freshness).
+READ_SESSION = """
+local state = redis.call('GET', KEYS[1])
+if not state then return false end
+local user = redis.call('GET', KEYS[2])
+if not user then return {state} end
+return {state, user, redis.call('PTTL', KEYS[2])}
 """
 
 # KEYS[1] checkpoint. ARGV: new position. Only moves forward, and only while
@@ -109,6 +142,13 @@ if tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
+
+_SCRIPTS = {
+    "session": PUT_SESSION,
+    "pointer": PUT_POINTER,
+    "read": READ_SESSION,
+    "checkpoint": ADVANCE_CHECKPOINT,
+}
 
 
 def _text(value: bytes | str) -> str:
@@ -129,8 +169,11 @@ class Keys:
     def ns(self) -> str:
         return f"{self.prefix}g{self.generation}:"
 
-    def state(self, session_id: str) -> str:
-        return f"{self.ns}{{s:{session_id}}}"
+    def state(self, user_id: str, session_id: str) -> str:
+        return f"{self.ns}{{u:{user_id}}}:s:{session_id}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.ns}{{u:{user_id}}}:user"
 
     def token(self, token_hash: str) -> str:
         return f"{self.ns}t:{token_hash}"
@@ -150,6 +193,29 @@ def tombstone_ttl(cookie_cache: CookieCacheSettings) -> int:
     """Seconds an ended session stays visible: longer than a cookie cache entry
     lives and longer than any cache fill may be in flight."""
     return max(cookie_cache.max_age, MIN_TOMBSTONE_SECONDS, int(FILL_DEADLINE_SECONDS * 2))
+
+
+def owner_value(state: SessionState) -> str:
+    """What a token pointer holds: ``"<session id>|<user id>"``."""
+    return f"{state.session_id}|{state.user_id}"
+
+
+def parse_owner(raw: bytes | str) -> tuple[str, str] | None:
+    """(session id, user id) of a token pointer; None for anything else (a
+    value of an older layout reads as a miss and is filled again)."""
+    sid, bar, uid = _text(raw).partition("|")
+    return (sid, uid) if bar and sid and uid else None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A session state read from Redis, with its user's record when cached."""
+
+    state: SessionState
+    #: The user's record as stored (JSON bytes), or None.
+    user: bytes | None = None
+    #: Milliseconds since the record was written (from its remaining TTL).
+    user_age_ms: int | None = None
 
 
 # ------------------------------------------------------------------ cache
@@ -174,7 +240,7 @@ class RedisSessionCache:
         self.clock = clock or SystemClock()
         self.dual_write_seconds = dual_write_seconds
         self._shas: dict[str, str] = {}
-        self._sids: dict[str, str] = {}
+        self._owners: dict[str, tuple[str, str]] = {}
         self._decoded: dict[str, tuple[bytes, SessionState]] = {}
         self._read_keys: Keys | None = None
         self._read_keys_at = 0.0
@@ -224,11 +290,7 @@ class RedisSessionCache:
     # ------------------------------------------------------------ scripts
 
     async def _load_scripts(self) -> None:
-        for name, body in (
-            ("state", PUT_STATE),
-            ("index", PUT_INDEX),
-            ("checkpoint", ADVANCE_CHECKPOINT),
-        ):
+        for name, body in _SCRIPTS.items():
             # SCRIPT LOAD goes to every primary on a cluster.
             sha = await self.client.script_load(body)
             self._shas[name] = _text(sha)
@@ -238,30 +300,58 @@ class RedisSessionCache:
             await self._load_scripts()
         return self._shas[name]
 
+    async def _evalsha(self, name: str, *args: Any) -> Any:
+        """One script call; scripts are reloaded once when Redis lost them
+        (a restart, SCRIPT FLUSH)."""
+        client: Any = self.client  # execute_command is untyped in the stubs
+        try:
+            return await client.execute_command("EVALSHA", await self._sha(name), *args)
+        except NoScriptError:
+            await self._load_scripts()
+            return await client.execute_command("EVALSHA", self._shas[name], *args)
+
     # -------------------------------------------------------------- reads
 
-    async def session_id_for(self, keys: Keys, token_hash: str) -> str | None:
-        sid = self._sids.get(token_hash)
-        if sid is None:
+    async def owner_of(self, keys: Keys, token_hash: str) -> tuple[str, str] | None:
+        """(session id, user id) of a token, remembered once read."""
+        owner = self._owners.get(token_hash)
+        if owner is None:
             raw = await self.client.get(keys.token(token_hash))
-            if raw is None:
+            owner = None if raw is None else parse_owner(raw)
+            if owner is None:
                 return None
-            sid = _text(raw)
-            if len(self._sids) >= SID_MEMO_SIZE:
-                self._sids.pop(next(iter(self._sids)))
-            self._sids[token_hash] = sid
-        return sid
+            if len(self._owners) >= OWNER_MEMO_SIZE:
+                self._owners.pop(next(iter(self._owners)))
+            self._owners[token_hash] = owner
+        return owner
 
-    async def by_token_hash(self, token_hash: str) -> SessionState | None:
-        """The cached state of the session holding this token; None on a miss."""
+    async def lookup(self, token_hash: str, *, with_user: bool = False) -> CacheHit | None:
+        """The cached state of the session holding this token (and, with
+        ``with_user``, its user's record) in one round trip once the token's
+        owner is known; None on a miss."""
         keys = await self.read_keys()
-        sid = await self.session_id_for(keys, token_hash)
-        if sid is None:
+        owner = await self.owner_of(keys, token_hash)
+        if owner is None:
             return None
-        # The client is built with decode_responses=False: values are bytes.
-        raw = cast("bytes | None", await self.client.get(keys.state(sid)))
-        if raw is None:
-            return None
+        sid, uid = owner
+        user: bytes | None = None
+        age: int | None = None
+        if with_user:
+            answer = await self._evalsha("read", 2, keys.state(uid, sid), keys.user(uid))
+            if answer is None:
+                return None
+            raw = cast("bytes", answer[0])
+            if len(answer) == 3 and int(answer[2]) > 0:
+                user, age = answer[1], max(0, USER_RECORD_SECONDS * 1000 - int(answer[2]))
+        else:
+            # The client is built with decode_responses=False: values are bytes.
+            got = cast("bytes | None", await self.client.get(keys.state(uid, sid)))
+            if got is None:
+                return None
+            raw = got
+        return CacheHit(self._decode(sid, raw), user, age)
+
+    def _decode(self, sid: str, raw: bytes) -> SessionState:
         # Hot sessions are read far more often than they change: reuse the
         # decoded state while the stored bytes are identical (states are
         # immutable, fields a read-only mapping).
@@ -274,16 +364,24 @@ class RedisSessionCache:
         self._decoded[sid] = (raw, state)
         return state
 
-    async def get_states(self, keys: Keys, session_ids: Sequence[str]) -> dict[str, SessionState]:
-        if not session_ids:
+    async def by_token_hash(self, token_hash: str) -> SessionState | None:
+        """The cached state of the session holding this token; None on a miss."""
+        hit = await self.lookup(token_hash)
+        return None if hit is None else hit.state
+
+    async def get_states(
+        self, keys: Keys, owners: Sequence[tuple[str, str]]
+    ) -> dict[str, SessionState]:
+        """Cached states by session id, for (user id, session id) pairs."""
+        if not owners:
             return {}
         pipe = self.client.pipeline(transaction=False)
-        for sid in session_ids:
-            pipe.get(keys.state(sid))
+        for uid, sid in owners:
+            pipe.get(keys.state(uid, sid))
         raws = await pipe.execute()
         return {
             sid: decode_state(raw)
-            for sid, raw in zip(session_ids, raws, strict=True)
+            for (_, sid), raw in zip(owners, raws, strict=True)
             if raw is not None
         }
 
@@ -314,23 +412,26 @@ class RedisSessionCache:
         extra_tokens: Mapping[str, str] | None = None,
     ) -> list[int]:
         """Write states (version-checked) with their token pointers and user
-        index entries, in one pipeline. Returns the state script's result per
+        index entries, in one pipeline. ``extra_tokens`` (token hash ->
+        session id) are further pointers to write, with their session's TTL
+        (a fill by a retired token). Returns the state script's result per
         state and target (1 written, 0 already as new or newer)."""
         states = list(states)
         if not states:
             return []
-        sha_state, sha_index = await self._sha("state"), await self._sha("index")
+        extras: dict[str, list[str]] = {}
+        for token_hash, sid in (extra_tokens or {}).items():
+            extras.setdefault(sid, []).append(token_hash)
         for attempt in (1, 2):
+            shas = await self._sha("session"), await self._sha("pointer")
             pipe = self.client.pipeline(transaction=False)
-            state_results: list[int] = []  # pipeline index of each PUT_STATE
+            state_results: list[int] = []  # pipeline index of each PUT_SESSION
             queued = 0
             for keys in targets:
                 for state in states:
                     state_results.append(queued)
-                    queued += self._queue_state(pipe, keys, state, sha_state, sha_index)
-                for token_hash, sid in (extra_tokens or {}).items():
-                    pipe.set(keys.token(token_hash), sid, px=self.tombstone_seconds * 1000)
-                    queued += 1
+                    tokens = extras.get(state.session_id, ())
+                    queued += self._queue_state(pipe, keys, state, shas, tokens)
             try:
                 results = await pipe.execute()
             except NoScriptError:
@@ -339,41 +440,51 @@ class RedisSessionCache:
                 # Redis restarted (or SCRIPT FLUSH): reload and redo; every
                 # write in the pipeline is idempotent.
                 await self._load_scripts()
-                sha_state, sha_index = self._shas["state"], self._shas["index"]
                 continue
             return [int(results[i]) for i in state_results]
         raise AssertionError("unreachable")
 
     def _queue_state(
-        self, pipe: Any, keys: Keys, state: SessionState, sha_state: str, sha_index: str
+        self,
+        pipe: Any,
+        keys: Keys,
+        state: SessionState,
+        shas: tuple[str, str],
+        extra_tokens: Iterable[str],
     ) -> int:
         """Queue the writes of one state; returns how many commands it queued."""
         ttl = self.ttl_ms(state)
-        sid = state.session_id
+        sid, uid = state.session_id, state.user_id
         # execute_command, not pipe.evalsha(): redis-py's cluster pipeline
         # blocks the evalsha() method, though the command routes fine by key.
         pipe.execute_command(
-            "EVALSHA", sha_state, 1, keys.state(sid), state.version, ttl, encode_state(state)
-        )
-        active = not state.is_ended
-        pipe.execute_command(
             "EVALSHA",
-            sha_index,
-            2,
-            keys.active(state.user_id),
-            keys.versions(state.user_id),
-            sid,
+            shas[0],
+            3,
+            keys.state(uid, sid),
+            keys.active(uid),
+            keys.versions(uid),
             state.version,
-            1 if active else 0,
+            ttl,
+            encode_state(state),
+            sid,
+            0 if state.is_ended else 1,
             int(state.expires_at.timestamp() * 1000),
             max(ttl, self.tombstone_seconds * 1000),
         )
-        # Token pointers never change owner: plain SETs, no version needed.
-        pipe.set(keys.token(state.token_hash), sid, px=ttl)
-        if state.previous_token_hash is None:
-            return 3
-        pipe.set(keys.token(state.previous_token_hash), sid, px=ttl)
-        return 4
+        # Token pointers never change owner: no version needed, only a TTL
+        # as long as the session's (see PUT_POINTER).
+        owner, ended = owner_value(state), 1 if state.is_ended else 0
+        tokens = dict.fromkeys([state.token_hash, *extra_tokens])
+        if state.previous_token_hash is not None:
+            tokens[state.previous_token_hash] = None
+        for token_hash in tokens:
+            pipe.execute_command("EVALSHA", shas[1], 1, keys.token(token_hash), owner, ttl, ended)
+        return 1 + len(tokens)
+
+    async def put_user(self, keys: Keys, user_id: str, record: str) -> None:
+        """Cache a user's record (JSON) for USER_RECORD_SECONDS."""
+        await self.client.set(keys.user(user_id), record, px=USER_RECORD_SECONDS * 1000)
 
     # -------------------------------------------------------- checkpoints
 
@@ -386,18 +497,7 @@ class RedisSessionCache:
 
     async def advance_checkpoint(self, keys: Keys, position: int) -> int:
         """1 moved, 0 already there, -1 the checkpoint vanished (rebuild)."""
-        sha = await self._sha("checkpoint")
-        for attempt in (1, 2):
-            try:
-                result = await self.client.evalsha(sha, 1, keys.checkpoint, position)
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self._load_scripts()
-                sha = self._shas["checkpoint"]
-                continue
-            return int(result)
-        raise AssertionError("unreachable")
+        return int(await self._evalsha("checkpoint", 1, keys.checkpoint, position))
 
     async def drop_namespace(self, keys: Keys, batch: int = 1000) -> int:
         """Delete every key of one generation (SCAN covers every cluster node)."""
@@ -440,13 +540,7 @@ class RedisCacheProjection:
     def __init__(self, cache: RedisSessionCache, store: EventStore) -> None:
         self.cache = cache
         self.store = store
-        #: Sessions whose after-commit write failed, with the event position:
-        #: this process reads them from SQL until the cache is repaired.
-        self.dirty: dict[str, int] = {}
-        #: Set when too many writes failed to track: bypass Redis entirely
-        #: until the runner's checkpoint passes this position.
-        self.degraded_until: int | None = None
-        self.max_dirty = 100_000
+        self._warnings = RateLimitedWarning(log)
 
     async def apply(
         self, recorded: Sequence[RecordedEvent], targets: Sequence[Keys] | None = None
@@ -499,7 +593,11 @@ class RedisCacheProjection:
         by_stream: dict[str, list[RecordedEvent]] = {}
         for r in recorded:
             by_stream.setdefault(r.stream_id, []).append(r)
-        need_prior = [sid for sid, evs in by_stream.items() if evs[0].stream_version > 1]
+        need_prior = [
+            (evs[0].user_id, sid)
+            for sid, evs in by_stream.items()
+            if evs[0].stream_version > 1 and evs[0].user_id is not None
+        ]
         cached = await self.cache.get_states(keys, need_prior)
         states: dict[str, SessionState] = {}
         for sid, events in by_stream.items():
@@ -532,37 +630,36 @@ class RedisCacheProjection:
     async def after_commit(self, recorded: Sequence[RecordedEvent]) -> None:
         """EventStore.after_commit hook: the events are durable; write the cache.
 
-        A failure is logged and remembered (the runner catches up from its
-        checkpoint); it never fails the command that appended the events."""
+        A failure is logged (rate-limited) and never fails the command that
+        appended the events: the runner catches up from its checkpoint, and
+        until then no process believes what Redis holds of these sessions
+        (projections.freshness hears of every append from the ledger)."""
         try:
             await self.apply(recorded)
         except Exception as exc:  # the append already succeeded: never fail it
-            position = recorded[-1].position
-            log.warning(
+            self._warnings.warn(
                 "redis cache write failed at position %s (%s: %s); the runner will catch up",
-                position,
+                recorded[-1].position,
                 type(exc).__name__,
                 exc,
             )
-            self.mark_dirty({r.stream_id for r in recorded}, position)
 
-    def mark_dirty(self, session_ids: Iterable[str], position: int) -> None:
-        for sid in session_ids:
-            self.dirty[sid] = position
-        if len(self.dirty) > self.max_dirty:
-            self.dirty.clear()
-            self.degraded_until = max(self.degraded_until or 0, position)
 
-    def is_dirty(self, session_id: str) -> bool:
-        return session_id in self.dirty
+class RateLimitedWarning:
+    """A warning logged at most once per ``interval`` seconds, with the number
+    of similar ones suppressed meanwhile (an outage must not flood the log)."""
 
-    def repaired(self, session_id: str) -> None:
-        self.dirty.pop(session_id, None)
+    def __init__(self, logger: logging.Logger, interval: float = 30.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
 
-    def caught_up(self, position: int) -> None:
-        """The cache holds every event up to ``position`` (runner checkpoint)."""
-        if self.dirty:
-            for sid in [s for s, p in self.dirty.items() if p <= position]:
-                del self.dirty[sid]
-        if self.degraded_until is not None and position >= self.degraded_until:
-            self.degraded_until = None
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} similar warnings suppressed)" if self._suppressed else ""
+        self.logger.warning(message + suffix, *args)
+        self._last, self._suppressed = now, 0

@@ -10,7 +10,8 @@ have lost anything: the runner rebuilds it from position zero.
 ``run_forever`` wakes on PostgreSQL ``NOTIFY ledger_events`` (sent by
 :class:`NotifyOnAppend` inside the append transaction, so delivered exactly
 when the events become visible) and polls as a fallback (SQLite, or the
-listening connection lost).
+listening connection lost). The same notifications tell every service
+process which sessions changed (:mod:`projections.freshness`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import TypeVar
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -34,12 +36,20 @@ from projections.redis_cache import Keys, RedisCacheProjection
 log = logging.getLogger(__name__)
 
 CHANNEL = "ledger_events"
+E = TypeVar("E", RecordedEvent, PendingEvent)
+
+
+#: Sessions per notification: a payload must stay under 8000 bytes.
+NOTIFY_STREAMS = 150
 
 
 class NotifyOnAppend(WritesFromEvents):
     """Inline projection (runs in the append transaction) that sends
-    ``NOTIFY <channel>, '<last position>'``. PostgreSQL delivers it only
-    when the transaction commits, never for a rolled-back append."""
+    ``NOTIFY <channel>, '<last position> <session>:<version>,...'`` (one
+    per NOTIFY_STREAMS sessions, each with the last position of its own
+    events). PostgreSQL delivers it only when the transaction commits, never
+    for a rolled-back append. The runner only wakes on it; service processes
+    read the changes (projections.freshness.parse_changes)."""
 
     def __init__(self, channel: str = CHANNEL) -> None:
         self.channel = channel
@@ -47,16 +57,34 @@ class NotifyOnAppend(WritesFromEvents):
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
         if conn.dialect.name != "postgresql" or not recorded:
             return
-        await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": self.channel, "payload": str(recorded[-1].position)},
-        )
+        for last, suffix in _chunks(recorded):
+            await conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": self.channel, "payload": f"{last.position}{suffix}"},
+            )
 
     def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
-        """The same notification for new streams, as data (see ledger.writes):
-        ``pending`` is in the order positions are drawn, so the last event
-        gets the highest."""
-        return [Notify(self.channel, pending[-1].position)] if pending else []
+        """The same notifications, as data (see ledger.writes): ``pending``
+        is in the order positions are drawn, so a chunk's last event gets
+        its highest."""
+        return [Notify(self.channel, last.position, suffix) for last, suffix in _chunks(pending)]
+
+
+def _chunks(events: Sequence[E]) -> list[tuple[E, str]]:
+    """(the chunk's last event, ``" sid:version,..."``) per NOTIFY_STREAMS
+    sessions. ``events`` are in position order (or, pending, in the order
+    positions are drawn), so a session's last event is its newest."""
+    last: dict[str, int] = {}
+    for i, e in enumerate(events):
+        last[e.stream_id] = i
+    sids = list(last)
+    chunks = []
+    for start in range(0, len(sids), NOTIFY_STREAMS):
+        part = sids[start : start + NOTIFY_STREAMS]
+        newest = events[max(last[sid] for sid in part)]
+        pairs = ",".join(f"{sid}:{events[last[sid]].stream_version}" for sid in part)
+        chunks.append((newest, f" {pairs}"))
+    return chunks
 
 
 class ProjectionRunner:
@@ -105,7 +133,6 @@ class ProjectionRunner:
                 continue
             position = last
             applied += len(batch)
-            self.projection.caught_up(position)
             if len(batch) < self.batch_size:
                 break
         return applied

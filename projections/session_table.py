@@ -242,7 +242,8 @@ class SqlSessionReadModel:
         self._decode = row_decoder(engine.dialect, tuple(sessions.columns))
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def by_token_hash(self, token_hash: str) -> SessionState | None:
+    async def by_token_hash(self, token_hash: str, *, fresh: bool = False) -> SessionState | None:
+        # The table is the store: every read is fresh.
         return await retry_stale(lambda: self._by_token_hash(token_hash))
 
     async def _by_token_hash(self, token_hash: str) -> SessionState | None:

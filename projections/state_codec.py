@@ -1,8 +1,10 @@
-"""The text form of a SessionState in the Redis cache: ``"<version>|<json>"``.
+"""The text forms of what the Redis cache holds: a SessionState as
+``"<version>|<json>"`` and a user's record (a ``UserRecord``) as JSON.
 
 The version travels as a prefix so that the Lua scripts can compare versions
-without decoding JSON. The field list is derived from the dataclass, so a
-field added to SessionState is cached without touching this module.
+without decoding JSON. The field lists are derived from the dataclasses, so
+a field added to SessionState or UserRecord is cached without touching this
+module.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from ledger.ports import UserRecord
 from ledger.session import SessionState, SessionStatus
 
 
@@ -22,6 +25,8 @@ def _kind(annotation: object) -> str:
         return "time"
     if text.startswith("frozenset"):
         return "set"
+    if text.startswith("tuple"):
+        return "tuple"
     if text == "SessionStatus":
         return "status"
     if text.startswith("Mapping"):
@@ -42,6 +47,8 @@ def _encode(kind: str, value: Any) -> Any:
         return value.isoformat()
     if kind == "set":
         return sorted(value)
+    if kind == "tuple":
+        return list(value)
     if kind == "status":
         return value.value
     return dict(value)
@@ -56,6 +63,8 @@ def _decode(kind: str, value: Any) -> Any:
         return datetime.fromisoformat(value)
     if kind == "set":
         return frozenset(value)
+    if kind == "tuple":
+        return tuple(value)
     return SessionStatus(value)
 
 
@@ -71,3 +80,16 @@ def decode_state(raw: bytes | str) -> SessionState:
     data = json.loads(body)
     values = {name: _decode(kind, data[name]) for name, kind in _FIELDS}
     return SessionState(**values, version=int(version))
+
+
+_USER_FIELDS = [(f.name, _kind(f.type)) for f in dataclasses.fields(UserRecord)]
+
+
+def encode_user(user: UserRecord) -> str:
+    body = {name: _encode(kind, getattr(user, name)) for name, kind in _USER_FIELDS}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def decode_user(raw: bytes | str) -> UserRecord:
+    data = json.loads(raw)
+    return UserRecord(**{name: _decode(kind, data[name]) for name, kind in _USER_FIELDS})

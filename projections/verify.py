@@ -22,11 +22,14 @@ from ledger.devices import describe_device
 from ledger.events import deserialize
 from ledger.schema import events as events_table
 from ledger.session import SessionState, evolve, is_active
-from projections.redis_cache import Keys, RedisSessionCache
+from projections.redis_cache import Keys, RedisSessionCache, owner_value
 from projections.schema import retired_tokens, sessions
 from projections.session_table import state_from_row
 
 DEFAULT_BATCH = 1000
+#: A token pointer may expire this much before its session's state (both are
+#: written with the same TTL, a little apart).
+POINTER_TTL_SLACK_MS = 60_000
 _STATE_FIELDS = [f.name for f in dataclasses.fields(SessionState)]
 
 
@@ -171,12 +174,13 @@ async def verify_redis(
 async def _compare_redis_batch(
     cache: RedisSessionCache, keys: Keys, expected: Sequence[SessionState], now: datetime
 ) -> list[Difference]:
-    ids = [s.session_id for s in expected]
-    cached = await cache.get_states(keys, ids)
+    cached = await cache.get_states(keys, [(s.user_id, s.session_id) for s in expected])
     pipe = cache.client.pipeline(transaction=False)
     for state in expected:
         pipe.get(keys.token(state.token_hash))
         pipe.zscore(keys.active(state.user_id), state.session_id)
+        pipe.pttl(keys.token(state.token_hash))
+        pipe.pttl(keys.state(state.user_id, state.session_id))
     answers = await pipe.execute()
     out: list[Difference] = []
     for i, state in enumerate(expected):
@@ -184,16 +188,21 @@ async def _compare_redis_batch(
         # With a TTL cap keys may expire before the session does (filled
         # again on the next miss): absence is then no difference.
         live = is_active(state, now) and cache.ttl_cap is None
-        pointer, score = answers[2 * i], answers[2 * i + 1]
+        pointer, score, pointer_ttl, state_ttl = answers[4 * i : 4 * i + 4]
         actual = cached.get(sid)
         if actual is None:
             if live:
                 out.append(Difference("redis", sid, "(key)", "present", None))
         else:
             out += compare_states("redis", state, actual)
-        if live and (pointer is None or pointer.decode() != sid):
+        owner = owner_value(state)
+        if live and (pointer is None or pointer.decode() != owner):
             got = None if pointer is None else pointer.decode()
-            out.append(Difference("redis", sid, "token pointer", sid, got))
+            out.append(Difference("redis", sid, "token pointer", owner, got))
+        elif live and pointer_ttl < state_ttl - POINTER_TTL_SLACK_MS:
+            # A pointer that expires before its session's state turns hits
+            # into misses then, and this check into a failure (later).
+            out.append(Difference("redis", sid, "token pointer TTL", state_ttl, pointer_ttl))
         if live and score is None:
             out.append(Difference("redis", sid, "user index", "member", None))
         if state.is_ended and score is not None:

@@ -12,13 +12,16 @@ and ``accounts`` tables, plus sign-up, sign-in and account linking.
   feed vouches for it (the HTTP service's feed, on PostgreSQL). Every change
   of a user record sends ``NOTIFY`` in the changing transaction, so every
   writer tells every process, and drops this process's entry after commit.
+  A record read from the database is handed to ``on_read`` (the Redis
+  cache keeps it beside the user's sessions, see api.bootstrap).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -78,6 +81,8 @@ def check_password(password: str) -> None:
 _USER_COLUMNS = ", ".join(c.name for c in users.columns)
 _USER_BY_ID_PG = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = $1"  # noqa: S608
 _USER_BY_ID_SQLITE = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = ?"  # noqa: S608
+#: Told of each record read from the database, with when the read started (monotonic).
+OnRead = Callable[[UserRecord, float], Awaitable[None]]
 
 
 @dataclass
@@ -92,6 +97,7 @@ class SqlUserStore:
         dialect = self.engine.dialect
         #: Not live until a change feed attaches to it (api.revocations).
         self.memo = UserMemo()
+        self.on_read: list[OnRead] = []
         self._by_id = (
             _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE,
             row_decoder(dialect, tuple(users.columns)),
@@ -108,6 +114,7 @@ class SqlUserStore:
         if record is not None:
             return record
         epoch = memo.epoch  # before the read: see UserMemo.put
+        started = time.monotonic()
         sql, decode = self._by_id
 
         async def read() -> UserRecord | None:
@@ -117,6 +124,8 @@ class SqlUserStore:
         record = await retry_stale(read)
         if record is not None:
             memo.put(record, epoch)
+            for callback in self.on_read:
+                await callback(record, started)
         return record
 
     async def get_accounts(self, user_id: str) -> list[ProviderAccount]:

@@ -4,6 +4,7 @@ Real PostgreSQL / SQLite (the shared ``engine`` fixture) and real Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import ManualClock
@@ -20,6 +22,7 @@ from ledger.config import RedisSettings, SessionPolicy
 from ledger.service import SessionLedger
 from ledger.store import EventStore
 from projections.cached_read_model import CachedSessionReadModel
+from projections.freshness import CacheFreshness
 from projections.redis_cache import RedisCacheProjection, RedisSessionCache
 from projections.runner import NotifyOnAppend, ProjectionRunner
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
@@ -39,9 +42,10 @@ class Harness:
     sql: SqlSessionReadModel
     read_model: CachedSessionReadModel
     clock: ManualClock
+    freshness: CacheFreshness
 
 
-def make_harness(
+async def make_harness(
     engine: AsyncEngine,
     client: Any,
     prefix: str,
@@ -57,19 +61,29 @@ def make_harness(
         client, RedisSettings(prefix=prefix), clock=clock, dual_write_seconds=dual_write_seconds
     )
     projection = RedisCacheProjection(cache, store)
+    freshness = CacheFreshness()
+    store.after_commit.append(freshness.after_commit)
     store.after_commit.append(projection.after_commit)
     sql = SqlSessionReadModel(engine)
-    read_model = CachedSessionReadModel(cache, sql, projection)
+    read_model = CachedSessionReadModel(cache, sql, freshness)
     ledger = SessionLedger(store=store, read_model=read_model, policy=policy, clock=clock)
     runner = ProjectionRunner(store, projection, batch_size=50, poll_interval=0.05)
-    return Harness(engine, store, ledger, cache, projection, runner, sql, read_model, clock)
+    # One process on its own database: its own appends (after commit) are
+    # all there is to hear, so that is its change feed; the checkpoint says
+    # the (empty) cache covers what came before.
+    freshness.connected(await store.head())
+    with contextlib.suppress(RedisError, OSError):  # some tests start with Redis down
+        await cache.init_checkpoint((await cache.write_keys())[0])
+    return Harness(
+        engine, store, ledger, cache, projection, runner, sql, read_model, clock, freshness
+    )
 
 
 @pytest.fixture
 async def harness(
     engine: AsyncEngine, redis_client: Any, redis_prefix: str, clock: ManualClock
 ) -> Harness:
-    return make_harness(engine, redis_client, redis_prefix, clock)
+    return await make_harness(engine, redis_client, redis_prefix, clock)
 
 
 # ------------------------------------------------------- private Redis servers

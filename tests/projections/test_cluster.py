@@ -30,14 +30,16 @@ async def cluster_client(redis_cluster: list[RedisProcess]) -> AsyncIterator[Any
 async def test_projection_works_on_a_cluster(
     sqlite_engine: AsyncEngine, cluster_client: Any, clock: ManualClock
 ) -> None:
-    h = make_harness(sqlite_engine, cluster_client, "sl:", clock)
+    h = await make_harness(sqlite_engine, cluster_client, "sl:", clock)
     users = [f"user-{i}" for i in range(6)]
     tokens = [(await h.ledger.create_session(users[i % 6]))[1] for i in range(30)]
     keys = (await h.cache.write_keys())[0]
     # The keys really are spread over the three nodes.
-    slots = {cluster_client.keyslot(keys.state(f"s{i}")) for i in range(30)}
-    nodes = {cluster_client.get_node_from_key(keys.state(f"s{i}")).name for i in range(30)}
-    assert len(slots) > 3
+    slots = {cluster_client.keyslot(keys.state(users[i % 6], f"s{i}")) for i in range(30)}
+    nodes = {
+        cluster_client.get_node_from_key(keys.state(users[i % 6], "s")).name for i in range(30)
+    }
+    assert len(slots) > 3  # a slot per user: sessions, index and record together
     assert len(nodes) == 3
     # Hits, rotation, revocation, the user index.
     clock.advance(days=2)
@@ -48,13 +50,11 @@ async def test_projection_works_on_a_cluster(
     for token in tokens[:10]:
         assert await h.ledger.sign_out(token)
         assert await h.ledger.get_session(token) is None
-    assert not h.projection.dirty
     active = await h.cache.active_session_ids(keys, users[0], clock.now())
     assert len(active) == 5 - 2  # sessions 0..29 step 6 minus the two revoked
     # A miss fills; the runner rebuilds; a replay switches generation.
-    await cluster_client.delete(
-        keys.state((await h.sql.by_token_hash(hash_token(tokens[20])) or _no()).session_id)
-    )
+    missed = await h.sql.by_token_hash(hash_token(tokens[20])) or _no()
+    await cluster_client.delete(keys.state(missed.user_id, missed.session_id))
     assert await h.ledger.get_session(tokens[20]) is not None
     assert await h.runner.run_once() > 0
     await replay_redis(h.store, h.projection, batch_size=16)

@@ -23,7 +23,7 @@ class CountingSql:
         self.inner = inner
         self.calls = 0
 
-    async def by_token_hash(self, token_hash: str) -> Any:
+    async def by_token_hash(self, token_hash: str, *, fresh: bool = False) -> Any:
         self.calls += 1
         return await self.inner.by_token_hash(token_hash)
 
@@ -31,7 +31,7 @@ class CountingSql:
 async def test_created_session_is_cached_and_served_from_redis(harness: Harness) -> None:
     view, token = await harness.ledger.create_session("u1")
     keys = (await harness.cache.write_keys())[0]
-    raw = await harness.cache.client.get(keys.state(view.id))
+    raw = await harness.cache.client.get(keys.state("u1", view.id))
     assert raw is not None
     assert decode_state(raw).session_id == view.id
     counting = CountingSql(harness.sql)
@@ -50,8 +50,9 @@ async def test_state_codec_round_trips(harness: Harness) -> None:
 
 
 async def test_miss_fills_from_sql_and_next_read_hits(harness: Harness) -> None:
-    _view, token = await harness.ledger.create_session("u1")
-    await harness.cache.drop_namespace((await harness.cache.write_keys())[0])
+    view, token = await harness.ledger.create_session("u1")
+    keys = (await harness.cache.write_keys())[0]
+    await harness.cache.client.delete(keys.state("u1", view.id), keys.token(hash_token(token)))
     counting = CountingSql(harness.sql)
     harness.read_model.sql = counting  # type: ignore[assignment]
     assert await harness.read_model.by_token_hash(hash_token(token)) is not None
@@ -68,7 +69,7 @@ async def test_older_version_never_overwrites_newer(harness: Harness) -> None:
     keys = (await harness.cache.write_keys())[0]
     # A slow fill of the pre-revoke state arrives after the revoke's write.
     assert await harness.cache.put_states([keys], [old]) == [0]
-    cached = await harness.cache.get_states(keys, [view.id])
+    cached = await harness.cache.get_states(keys, [("u1", view.id)])
     assert cached[view.id].status is SessionStatus.REVOKED
     assert await harness.ledger.get_session(token) is None
     # Not back in the user's index either.
@@ -79,7 +80,7 @@ async def test_tombstone_outlives_cookie_cache_and_fills(harness: Harness) -> No
     view, token = await harness.ledger.create_session("u1")
     await harness.ledger.sign_out(token)
     keys = (await harness.cache.write_keys())[0]
-    ttl_ms = await harness.cache.client.pttl(keys.state(view.id))
+    ttl_ms = await harness.cache.client.pttl(keys.state("u1", view.id))
     assert ttl_ms > 60_000 - 5_000
     assert harness.cache.tombstone_seconds >= 300  # default cookie cache max_age
 
@@ -126,17 +127,18 @@ async def test_refresh_rotation_and_grace_token(harness: Harness) -> None:
 async def test_ttl_is_time_to_expiry_capped_by_settings(harness: Harness) -> None:
     view, _ = await harness.ledger.create_session("u1")
     keys = (await harness.cache.write_keys())[0]
-    ttl = await harness.cache.client.pttl(keys.state(view.id))
+    ttl = await harness.cache.client.pttl(keys.state("u1", view.id))
     assert timedelta(days=6, hours=23) < timedelta(milliseconds=ttl) <= timedelta(days=7)
     harness.cache.ttl_cap = 600
     state = await harness.sql.by_id(view.id)
     assert state is not None
     await harness.cache.put_states([keys], [replace(state, version=state.version + 1)])
-    assert await harness.cache.client.pttl(keys.state(view.id)) <= 600_000
+    assert await harness.cache.client.pttl(keys.state("u1", view.id)) <= 600_000
 
 
 async def test_checkpoint_only_moves_forward_and_detects_loss(harness: Harness) -> None:
     keys = (await harness.cache.write_keys())[0]
+    await harness.cache.client.delete(keys.checkpoint)
     assert await harness.cache.advance_checkpoint(keys, 5) == -1  # never initialised
     await harness.cache.init_checkpoint(keys)
     assert await harness.cache.advance_checkpoint(keys, 5) == 1
@@ -148,13 +150,12 @@ async def test_scripts_reloaded_after_script_flush(
     engine: AsyncEngine, private_client: Any, clock: ManualClock
 ) -> None:
     # A private server: SCRIPT FLUSH must not disturb anyone else's scripts.
-    h = make_harness(engine, private_client, "sl:", clock)
+    h = await make_harness(engine, private_client, "sl:", clock)
     await h.ledger.create_session("u1")
     await private_client.script_flush()
     view, _ = await h.ledger.create_session("u1")
     keys = (await h.cache.write_keys())[0]
-    assert await h.cache.client.get(keys.state(view.id)) is not None
-    assert not h.projection.dirty
+    assert await h.cache.client.get(keys.state("u1", view.id)) is not None
 
 
 async def test_verify_reports_a_tampered_cache_entry(harness: Harness) -> None:

@@ -199,7 +199,9 @@ async def test_revoke_right_after_switch_is_seen_by_a_reader_on_the_old_generati
 ) -> None:
     """Another process's reader still uses the old generation (its cached
     pointer) right after the switch: a revoke must reach it anyway."""
-    other = make_harness(harness.engine, harness.cache.client, harness.cache.prefix, harness.clock)
+    other = await make_harness(
+        harness.engine, harness.cache.client, harness.cache.prefix, harness.clock
+    )
     _, token = await harness.ledger.create_session("u1")
     assert await other.ledger.get_session(token) is not None  # caches generation 0
     harness.cache.dual_write_seconds = 2.0
