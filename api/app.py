@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from api.audit_routes import audit_router
 from api.bootstrap import Container, build
 from api.deps import STATE_KEY, Auth
-from api.errors import install_error_handlers
+from api.errors import UnhandledErrors, install_error_handlers
 from api.middleware import LimitsMiddleware, SessionCookieMiddleware
 from api.routes import health_router, router
 from ledger.clock import Clock
@@ -34,9 +34,11 @@ ContainerFactory = Callable[[Settings], Awaitable[Container]]
 def install(app: FastAPI) -> None:
     """Error handlers and middleware of the service, on any FastAPI app."""
     install_error_handlers(app)
-    # Order: Limits is outermost (added last), so nothing runs for an oversized request.
+    # Order (the last added is outermost): UnhandledErrors around everything,
+    # then Limits, so nothing runs for an oversized request.
     app.add_middleware(SessionCookieMiddleware)
     app.add_middleware(LimitsMiddleware)
+    app.add_middleware(UnhandledErrors)
 
 
 @asynccontextmanager

@@ -67,8 +67,12 @@ async def build(
         engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
     )
     if engine.dialect.name == "postgresql":
-        # NOTIFY in the append transaction: other processes' revocation feeds.
-        store.inline_projections.append(PgRevocationNotifier())
+        # NOTIFY in the append transaction: other processes' revocation
+        # feeds, and (ledger_events) the runner and every process's Redis
+        # freshness. Sent by every writer, with Redis configured or not: a
+        # writer that changed sessions without saying so would leave the
+        # others believing a cache it did not update.
+        store.inline_projections += [PgRevocationNotifier(), NotifyOnAppend()]
     read_model: SessionReadModel = SqlSessionReadModel(engine)
     redis_client, runner, freshness = None, None, None
     if settings.redis.url:
@@ -120,8 +124,7 @@ def _redis_cache(
     listen_dsn = None
     postgres = engine.dialect.name == "postgresql"
     if postgres:
-        # Wakes the runner, and tells every process's freshness what changed.
-        store.inline_projections.append(NotifyOnAppend())
+        # NotifyOnAppend (see build) wakes the runner.
         listen_dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     runner = ProjectionRunner(
         store,

@@ -6,7 +6,17 @@
   VALIDATION_ERROR with the first problem spelled out.
 * Starlette's own HTTP errors (404, 405, ...): their status, a code derived
   from it.
-* Anything else is a bug: 500 INTERNAL_SERVER_ERROR, logged, no details out.
+* A database or Redis that cannot be reached or cannot serve now
+  (:func:`ledger.db.unavailable`): 503 SERVICE_UNAVAILABLE with
+  ``Retry-After``, one log line.
+* Anything else is a bug: 500 INTERNAL_SERVER_ERROR, logged with its
+  traceback, no details out.
+
+The last two are answered by :class:`UnhandledErrors`, the outermost
+middleware, and never by Starlette's ServerErrorMiddleware: that one
+re-raises after answering, and uvicorn then closes the keep-alive
+connection (without saying ``Connection: close``), so the client's next
+request on it failed too.
 """
 
 from __future__ import annotations
@@ -19,13 +29,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ledger.db import unavailable
 from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
 NO_STORE = {"cache-control": "no-store"}
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER = "1"
 
 STATUS_BY_CODE: dict[str, int] = {
     "SESSION_NOT_FOUND": 404,
@@ -89,7 +105,9 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _ledger_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LedgerError)
     code = "VALIDATION_ERROR" if exc.code == "INVALID_COMMAND" else exc.code
-    return error_response(status_for(exc), code, exc.message)
+    status = status_for(exc)
+    headers = {"retry-after": RETRY_AFTER} if status == 503 else None
+    return error_response(status, code, exc.message, headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -108,9 +126,57 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+def is_unavailable(exc: BaseException) -> bool:
+    """A dependency that cannot be reached or cannot serve now."""
+    return unavailable(exc) or isinstance(exc, RedisConnectionError | RedisTimeoutError)
+
+
+def unhandled_response(exc: Exception, scope: Scope) -> JSONResponse:
+    """503 for an unavailable dependency (one log line), else 500 (a bug:
+    logged with its traceback)."""
+    if is_unavailable(exc):
+        log.warning(
+            "service unavailable: %s %s: %s: %s",
+            scope.get("method", ""),
+            scope.get("path", ""),
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "a service this request needs is unavailable; retry shortly",
+            {"retry-after": RETRY_AFTER},
+        )
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL_SERVER_ERROR", "internal server error")
+
+
+class UnhandledErrors:
+    """The outermost middleware: an exception no handler took becomes a
+    response here (see the module docstring). When the response had already
+    started there is nothing left to answer with: the error goes on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            await unhandled_response(exc, scope)(scope, receive, send)
 
 
 def describe_validation(errors: Any) -> str:
@@ -129,4 +195,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    # Everything else: UnhandledErrors (api.app.install adds it outermost).

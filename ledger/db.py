@@ -15,7 +15,8 @@ import asyncpg
 from sqlalchemy import Column, event
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.base import OptionEngine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import await_only, greenlet_spawn
@@ -388,6 +389,45 @@ async def driver_fetch(conn: AsyncConnection, sql: str, params: Sequence[Any]) -
 
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, sqlite3.Error, *_DISCONNECTS)
+
+#: Driver errors of a server that cannot serve now, besides a lost connection.
+_PG_UNAVAILABLE = (
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover's standby
+)
+#: SQLite's primary result codes that say "not now", not "wrong": busy or
+#: locked, full, I/O error (a full disk, a file-size limit), cannot open,
+#: read-only, out of memory, lock protocol.
+_SQLITE_UNAVAILABLE = {5, 6, 7, 8, 10, 13, 14, 15}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached or cannot serve
+    right now (answer 503 and let the client retry), as opposed to a bug.
+
+    A refused or lost connection surfaces as OSError (asyncpg connecting),
+    as asyncpg's own errors, or wrapped by SQLAlchemy; SQLite's "full",
+    "I/O error" and "busy" come as OperationalError with their result code.
+    """
+    if isinstance(exc, PoolTimeoutError | DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # SQLAlchemy wraps the driver's error (``orig``), its asyncpg adapter
+    # wraps it once more (the adapter's error is caused by asyncpg's).
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, (OSError, *_DISCONNECTS, *_PG_UNAVAILABLE)):
+            return True
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", None)
+            return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+        seen = seen.orig if isinstance(seen, DBAPIError) else seen.__cause__
+    return False
 
 
 def _translate(sql: str, exc: BaseException) -> DBAPIError:

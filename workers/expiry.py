@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import Clock
 from ledger.config import SessionPolicy
+from ledger.db import retry_stale
 from ledger.errors import ConcurrencyError
 from ledger.events import EventMetadata, SessionExpired
 from ledger.session import ExpireSession, SessionState, decide
@@ -171,9 +172,17 @@ class ExpirySweep:
     async def due(
         self, cutoff: datetime, limit: int, exclude: Sequence[str] = ()
     ) -> list[SessionState]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(due_sessions_query(cutoff, limit, exclude))
-            return [state_from_row(row) for row in rows]
+        async def read() -> list[SessionState]:
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(due_sessions_query(cutoff, limit, exclude))
+                return [state_from_row(row) for row in rows]
+
+        # The first read after a database restart meets a pooled connection
+        # that died with the server: it fails once, the stale pool is
+        # dropped, and the read is tried again on a fresh connection (the
+        # append retries the same way), so the sweep does not wait for the
+        # next interval.
+        return await retry_stale(read)
 
     async def expire_batch(
         self, states: Sequence[SessionState], *, correlation_id: str | None = None
@@ -232,8 +241,11 @@ class ExpirySweep:
         return appends
 
     async def _reload(self, session_ids: Sequence[str]) -> list[SessionState]:
-        async with self.engine.connect() as conn:
-            return await load_states(conn, session_ids)
+        async def read() -> list[SessionState]:
+            async with self.engine.connect() as conn:
+                return await load_states(conn, session_ids)
+
+        return await retry_stale(read)
 
     async def _expire_one(self, session_id: str, meta: EventMetadata, result: BatchResult) -> None:
         for _attempt in range(SESSION_ATTEMPTS):

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ledger.config import Settings, load_settings
+from ledger.db import unavailable
 from ledger.errors import LedgerError
 
 app = typer.Typer(
@@ -42,4 +43,10 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(wrapper())
     except LedgerError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(f"[red]error:[/red] database unavailable: {first}", highlight=False)
         raise typer.Exit(2) from None

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.bootstrap import Container, build
 from api.cli.base import DatabaseOption, app, console, err, run, settings_for
+from ledger.db import make_engine
 from workers.health import latest_by_job, read_health
 from workers.logging import configure_logging, get_logger
 from workers.projector import ProjectorWorker, redis_projector
@@ -49,7 +50,11 @@ def worker(
         raise typer.Exit(2)
 
     async def main() -> int:
-        container = await build(settings)
+        # Pre-ping: a worker is not latency-bound, and a connection that died
+        # with a database restart is then replaced at checkout, for every
+        # job (the sweep also retries its reads, see workers.expiry).
+        engine = make_engine(settings.database_url, pool_pre_ping=True)
+        container = await build(settings, engine=engine)
         try:
             w = Worker(container, jobs=jobs, projector=projector_for(container))
             _install_signal_handlers(w.stop)

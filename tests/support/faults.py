@@ -1,0 +1,219 @@
+"""Fault scenarios on a :class:`~tests.support.deployment.Deployment` under
+:class:`~tests.support.load.Load`, and what must hold after each: shared by
+``tests/faults`` (which asserts) and ``bench.faults`` (which prints figures).
+
+A scenario: load runs, the fault is injected, held, healed; the time until
+both services answer a store read again is the *recovery*; the load runs a
+little longer and stops; the time until the Redis runner's checkpoint
+reaches the ledger's head is the *cache catch-up*. Then: every acknowledged
+action is in the ledger, every ended session is refused by both services
+(with and without the cookie cache), and ``session-ledger verify --ledger
+--projections`` finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.bootstrap import build
+from api.users.store import SqlUserStore
+from ledger.integrity import verify_ledger
+from ledger.schema import events as events_table
+from projections.redis_cache import RedisSessionCache
+from projections.verify import verify_redis, verify_table
+from tests.support.deployment import Deployment, wait_until
+from tests.support.load import CHEAP_HASHER, Load, lost_actions
+
+Step = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    name: str
+    #: Non-2xx responses while the fault lasted, by (service, status, code).
+    errors: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    transport_errors: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    #: Seconds from healing the fault until both services serve store reads.
+    recovery: float = 0.0
+    #: Seconds from the end of the load until Redis's checkpoint reached the head.
+    catch_up: float | None = None
+    lost: list[str] = field(default_factory=list)
+    violations: list[tuple[str, str, str]] = field(default_factory=list)
+    #: What ``verify --ledger --projections`` would report.
+    ledger_problems: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+
+    def errors_by_kind(self) -> dict[str, int]:
+        kinds: Counter[str] = Counter()
+        for (_service, status, code), n in self.errors.items():
+            kinds[f"{status} {code}".strip()] += n
+        for service, n in self.transport_errors.items():
+            kinds[f"connection error ({service})"] += n
+        return dict(kinds)
+
+
+@dataclass
+class Canary:
+    """A session of our own, to tell when a service serves store reads again."""
+
+    cookie: str
+
+    @classmethod
+    async def create(cls, dep: Deployment) -> Canary:
+        container = await build(dep.settings(), builtin_users=True)
+        try:
+            users = container.ledger.users
+            assert isinstance(users, SqlUserStore)
+            users.hasher = CHEAP_HASHER
+            user = await users.create_user(f"canary-{secrets.token_hex(4)}@example.com", None)
+            _view, token = await container.ledger.create_session(user.id)
+        finally:
+            await container.close()
+        return cls(dep.cookie(token))
+
+    async def served(self, dep: Deployment) -> bool:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for service in dep.services:
+                try:
+                    response = await client.get(
+                        f"{service.base}/api/auth/get-session?disableCookieCache=true",
+                        headers={"cookie": self.cookie},
+                    )
+                except httpx.TransportError:
+                    return False
+                if response.status_code != 200 or response.json() is None:
+                    return False
+        return True
+
+
+async def short_sessions(dep: Deployment, count: int, users: int = 4) -> list[str]:
+    """``count`` sessions with remember-me off (they end after the
+    deployment's ``short_session_expires_in``) of ``users`` real users,
+    created by this process through the same wiring the services use; their
+    Cookie headers."""
+    container = await build(dep.settings(), builtin_users=True)
+    try:
+        store = container.ledger.users
+        assert isinstance(store, SqlUserStore)
+        store.hasher = CHEAP_HASHER
+        owners = [
+            (await store.create_user(f"short-{secrets.token_hex(4)}@example.com", None)).id
+            for _ in range(users)
+        ]
+        cookies = []
+        for i in range(count):
+            _view, token = await container.ledger.create_session(
+                owners[i % users], remember_me=False
+            )
+            cookies.append(dep.cookie(token))
+        return cookies
+    finally:
+        await container.close()
+
+
+async def head(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(func.coalesce(func.max(events_table.c.position), 0)))
+    return int(value or 0)
+
+
+async def cache_caught_up(engine: AsyncEngine, cache: RedisSessionCache) -> bool:
+    try:
+        checkpoint = await cache.checkpoint((await cache.write_keys())[0])
+    except OSError:
+        return False
+    return checkpoint is not None and checkpoint >= await head(engine)
+
+
+async def run_scenario(
+    name: str,
+    dep: Deployment,
+    load: Load,
+    engine: AsyncEngine,
+    canary: Canary,
+    *,
+    fault: Step,
+    heal: Step,
+    hold: float = 1.5,
+    before: float = 1.0,
+    after: float = 1.0,
+    cache: RedisSessionCache | None = None,
+    recovery_timeout: float = 30.0,
+) -> Outcome:
+    """Run one scenario (see the module docstring); checks are the caller's."""
+    outcome = Outcome(name)
+    failures, transport = Counter(load.failures), Counter(load.transport_errors)
+    requests = sum(load.outcomes.values())
+    load.start()
+    try:
+        await asyncio.sleep(before)
+        await fault()
+        await asyncio.sleep(hold)
+        await heal()
+        outcome.recovery = await wait_until(
+            lambda: canary.served(dep), f"{name}: recovery", recovery_timeout
+        )
+        outcome.errors = load.failures - failures
+        outcome.transport_errors = load.transport_errors - transport
+        await asyncio.sleep(after)
+    finally:
+        await load.stop()
+    outcome.requests = sum(load.outcomes.values()) - requests
+    if cache is not None:
+        started = time.monotonic()
+        await wait_until(lambda: cache_caught_up(engine, cache), f"{name}: cache catch-up", 60)
+        outcome.catch_up = time.monotonic() - started
+    await check(outcome, load, engine, cache)
+    return outcome
+
+
+async def check(
+    outcome: Outcome, load: Load, engine: AsyncEngine, cache: RedisSessionCache | None
+) -> None:
+    """Acknowledged actions, ended sessions, and what ``session-ledger verify
+    --ledger --projections`` checks (the same functions, in this process:
+    the command itself runs once at the end of the suite), into ``outcome``."""
+    outcome.lost = await lost_actions(engine, load.acks)
+    await load.probe_all()
+    outcome.violations = list(load.violations)
+    report = await verify_ledger(engine)
+    outcome.ledger_problems = [f"{p.kind}: {p.message}" for p in report.problems]
+    differences = await verify_table(engine)
+    if cache is not None:
+        differences += await verify_redis(engine, cache)
+    outcome.differences = [str(d) for d in differences]
+
+
+def assert_clean(outcome: Outcome) -> None:
+    """Nothing acknowledged lost, no ended session accepted, verify clean,
+    and no 5xx but 503 (a dependency down) while the fault lasted."""
+    assert outcome.lost == [], outcome.lost[:10]
+    assert outcome.violations == [], outcome.violations[:10]
+    assert outcome.ledger_problems == [], outcome.ledger_problems[:10]
+    assert outcome.differences == [], outcome.differences[:10]
+    others = {key: n for key, n in outcome.errors.items() if key[1] >= 500 and key[1] != 503}
+    assert others == {}, others
+
+
+def describe(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "scenario": outcome.name,
+        "requests": outcome.requests,
+        "errors during the fault": outcome.errors_by_kind(),
+        "recovery s": round(outcome.recovery, 2),
+        "cache catch-up s": None if outcome.catch_up is None else round(outcome.catch_up, 2),
+        "lost": len(outcome.lost),
+        "stale accepts": len(outcome.violations),
+        "verify differences": len(outcome.ledger_problems) + len(outcome.differences),
+    }
