@@ -187,7 +187,7 @@ def wait_healthy(service: Process, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-async def wait_until(predicate: Any, what: str, timeout: float = 30.0) -> float:
+async def wait_until(predicate: Any, what: str, limit: float = 30.0) -> float:
     """Await ``predicate()`` (sync or async) until true; the seconds it took."""
     started = time.monotonic()
     while True:
@@ -196,8 +196,8 @@ async def wait_until(predicate: Any, what: str, timeout: float = 30.0) -> float:
             value = await value
         if value:
             return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
         await asyncio.sleep(0.05)
 
 
