@@ -14,12 +14,16 @@ Races
     request may have refreshed the session (clocks of two hosts differ), or
     revoked it, or recorded its expiry itself. Every append carries each
     session's expected stream version; a ConcurrencyError rolls the whole
-    batch back, and the sweep re-reads the batch's sessions and decides
-    again (``ExpireSession`` gives ``[]`` for a session no longer due or
-    already ended), then, if the batch still conflicts, goes session by
-    session. A session is therefore never ended twice, a refreshed one is
-    never expired, and no ConcurrencyError leaves the sweep. A session that
-    keeps losing races is left for the next sweep.
+    batch back. The sweep then re-reads the batch's sessions (one query)
+    and splits them: those still at the version it expected go again at
+    once, as one batch; those that moved are decided afresh
+    (``ExpireSession`` gives ``[]`` for a session no longer due or already
+    ended) and go as another batch. Only the sessions that raced are
+    retried, never the batch one session at a time, so a busy batch costs a
+    few appends, not one per session. A session is therefore never ended
+    twice, a refreshed one is never expired, and no ConcurrencyError leaves
+    the sweep. A group that keeps losing races (GROUP_ATTEMPTS) is left for
+    the next sweep.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,10 +53,9 @@ from workers.logging import get_logger
 from workers.metrics import WorkerMetrics
 
 ACTOR = "system:expiry"
-#: Whole-batch retries (re-read, re-decide) before going session by session.
-BATCH_ATTEMPTS = 3
-#: Per-session attempts before leaving the session to the next sweep.
-SESSION_ATTEMPTS = 5
+#: Appends of one group of sessions (after re-reads) before leaving it to
+#: the next sweep.
+GROUP_ATTEMPTS = 5
 
 KeepGoing = Callable[[], Awaitable[bool]]
 
@@ -192,26 +195,37 @@ class ExpirySweep:
         started = time.perf_counter()
         result = BatchResult()
         meta = EventMetadata(actor=ACTOR, correlation_id=correlation_id)
-        current = list(states)
-        for _attempt in range(BATCH_ATTEMPTS):
-            appends = self._plan(current, result)
+        # (sessions, appends tried so far): the batch, then what conflicts split off.
+        groups: deque[tuple[list[SessionState], int]] = deque([(list(states), 0)])
+        while groups:
+            group, tried = groups.popleft()
+            appends = self._plan(group, result)
             if not appends:
-                break
+                continue
             try:
                 recorded = await self.store.append_batch(appends, metadata=meta)
             except ConcurrencyError:
-                # The whole batch rolled back. Re-read every session of it:
-                # the ones that changed meanwhile are decided afresh.
+                # The whole group rolled back. Re-read it (one query): the
+                # sessions still where we expected them go again together,
+                # at once; those that moved are decided afresh, apart.
                 result.conflicts += 1
-                current = await self._reload([a.stream_id for a in appends])
+                expected = {a.stream_id: a.expected_version for a in appends}
+                fresh = await self._reload(list(expected))
+                steady = [s for s in fresh if s.version == expected[s.session_id]]
+                moved = [s for s in fresh if s.version != expected[s.session_id]]
+                for part in (steady, moved):
+                    if not part:
+                        continue
+                    if tried + 1 < GROUP_ATTEMPTS:
+                        groups.append((part, tried + 1))
+                    else:
+                        result.deferred += [s.session_id for s in part]
                 continue
             self._count(recorded, result)
-            break
-        else:
-            # Still conflicting after re-reads: one session at a time, so that
-            # one busy session cannot hold back the others.
-            for state in current:
-                await self._expire_one(state.session_id, meta, result)
+        if result.deferred:
+            self._log.warning(
+                "expiry.deferred", sessions=len(result.deferred), attempts=GROUP_ATTEMPTS
+            )
         duration = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.expiry_batch_duration.observe(duration)
@@ -246,22 +260,6 @@ class ExpirySweep:
                 return await load_states(conn, session_ids)
 
         return await retry_stale(read)
-
-    async def _expire_one(self, session_id: str, meta: EventMetadata, result: BatchResult) -> None:
-        for _attempt in range(SESSION_ATTEMPTS):
-            states = await self._reload([session_id])
-            appends = self._plan(states, result)
-            if not appends:
-                return
-            try:
-                recorded = await self.store.append_batch(appends, metadata=meta)
-            except ConcurrencyError:
-                result.conflicts += 1
-                continue
-            self._count(recorded, result)
-            return
-        result.deferred.append(session_id)
-        self._log.warning("expiry.deferred", session_id=session_id, attempts=SESSION_ATTEMPTS)
 
     @staticmethod
     def _count(recorded: Sequence[Any], result: BatchResult) -> None:

@@ -22,6 +22,7 @@ from ledger.session import (
     RefreshSession,
     RevokeSession,
     SessionState,
+    UpdateFields,
     ValidateSession,
     decide,
     decide_validation,
@@ -153,6 +154,49 @@ async def test_a_stale_batch_skips_sessions_refreshed_revoked_or_ended_meanwhile
     rows = await session_rows(engine, ids[:10])
     assert all(row["status"] == "active" for row in rows.values())
     assert all(utc(row["expires_at"]) > sweep_now for row in rows.values())
+    assert verify_chain(await raw_rows(engine)) == []
+
+
+async def test_a_contended_batch_retries_only_the_sessions_that_raced(
+    engine: AsyncEngine, clock: ManualClock, policy: SessionPolicy
+) -> None:
+    """Issue 14, item 6: requests keep changing one session of the batch
+    just before each of the sweep's appends. The sweep re-reads the batch,
+    appends the sessions that did not move together and decides the moved
+    ones afresh: a few appends, never one per session (it fell back to one
+    session at a time after three conflicts: 200 appends here)."""
+    store = make_store(engine, clock)
+    start = clock.now()
+    made = await create_sessions(store, start, 200, policy=policy)
+    sweep_now = start + timedelta(minutes=61)
+    sweep_clock = ManualClock(sweep_now)
+    sweep_store = make_store(engine, sweep_clock)
+    append_batch = sweep_store.append_batch
+    sizes: list[int] = []
+
+    async def racing(appends: Any, *, metadata: Any = None) -> Any:
+        sizes.append(len(appends))
+        if len(sizes) <= 4:
+            # A request (clock a bit behind) updates a session of this very batch.
+            victim = appends[len(appends) // 2].stream_id
+            state = await _state(store, victim)
+            update = UpdateFields(fields={"raced": len(sizes)})
+            when = start + timedelta(minutes=59)
+            await store.append(victim, state.version, decide(state, update, when, policy))
+        return await append_batch(appends, metadata=metadata)
+
+    sweep_store.append_batch = racing  # type: ignore[method-assign]
+    sweep = ExpirySweep(sweep_store, policy, sweep_clock, batch_size=500)
+    result = await sweep.run()
+
+    assert result.expired == 200
+    assert result.conflicts == 4
+    assert result.deferred == 0
+    assert len(sizes) <= 1 + 2 * 4
+    assert max(sizes[1:]) < 200 and min(sizes) >= 1
+    counts = await expired_counts(engine)
+    assert set(counts) == {m.session_id for m in made}
+    assert set(counts.values()) == {1}
     assert verify_chain(await raw_rows(engine)) == []
 
 
