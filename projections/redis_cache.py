@@ -29,6 +29,7 @@ answered by :mod:`projections.freshness`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -482,6 +483,16 @@ class RedisSessionCache:
             pipe.execute_command("EVALSHA", shas[1], 1, keys.token(token_hash), owner, ttl, ended)
         return 1 + len(tokens)
 
+    async def forget(self, owners: Mapping[str, str]) -> None:
+        """Delete the cached states of these sessions (session id -> user id)
+        in every generation written to."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys in await self.write_keys():
+            for sid, uid in owners.items():
+                # execute_command: one key per command (cluster slots).
+                pipe.execute_command("DEL", keys.state(uid, sid))
+        await pipe.execute()
+
     async def put_user(self, keys: Keys, user_id: str, record: str) -> None:
         """Cache a user's record (JSON) for USER_RECORD_SECONDS."""
         await self.client.set(keys.user(user_id), record, px=USER_RECORD_SECONDS * 1000)
@@ -633,7 +644,14 @@ class RedisCacheProjection:
         A failure is logged (rate-limited) and never fails the command that
         appended the events: the runner catches up from its checkpoint, and
         until then no process believes what Redis holds of these sessions
-        (projections.freshness hears of every append from the ledger)."""
+        (projections.freshness hears of every append from the ledger).
+
+        Another process hears of the append a few milliseconds after it
+        committed, possibly after this command was acknowledged and the
+        client asked that process. So a failed write also deletes what Redis
+        holds of these sessions, before the command is acknowledged: Redis
+        refusing writes at ``maxmemory`` still deletes (DEL frees memory),
+        and a miss reads the store."""
         try:
             await self.apply(recorded)
         except Exception as exc:  # the append already succeeded: never fail it
@@ -643,6 +661,10 @@ class RedisCacheProjection:
                 type(exc).__name__,
                 exc,
             )
+            with contextlib.suppress(Exception):  # best effort, see above
+                await self.cache.forget(
+                    {r.stream_id: r.user_id for r in recorded if r.user_id is not None}
+                )
 
 
 class RateLimitedWarning:

@@ -22,8 +22,8 @@ Races
     retried, never the batch one session at a time, so a busy batch costs a
     few appends, not one per session. A session is therefore never ended
     twice, a refreshed one is never expired, and no ConcurrencyError leaves
-    the sweep. A group that keeps losing races (GROUP_ATTEMPTS) is left for
-    the next sweep.
+    the sweep. Sessions that keep moving (GROUP_ATTEMPTS times) are left
+    for the next sweep; those that did not move are never held back by them.
 """
 
 from __future__ import annotations
@@ -213,11 +213,15 @@ class ExpirySweep:
                 fresh = await self._reload(list(expected))
                 steady = [s for s in fresh if s.version == expected[s.session_id]]
                 moved = [s for s in fresh if s.version != expected[s.session_id]]
-                for part in (steady, moved):
+                # Each conflict that moved a session shrinks the steady group,
+                # which is therefore retried without counting; a conflict
+                # that moved nothing (the competitor rolled back) counts.
+                parts = [(steady, tried + (0 if moved else 1)), (moved, tried + 1)]
+                for part, attempts in parts:
                     if not part:
                         continue
-                    if tried + 1 < GROUP_ATTEMPTS:
-                        groups.append((part, tried + 1))
+                    if attempts < GROUP_ATTEMPTS:
+                        groups.append((part, attempts))
                     else:
                         result.deferred += [s.session_id for s in part]
                 continue

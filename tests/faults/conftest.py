@@ -75,6 +75,8 @@ def fault_deployment(
         overrides={
             "SESSION_LEDGER_REDIS__PREFIX": PREFIX,
             "SESSION_LEDGER_SESSION__SHORT_SESSION_EXPIRES_IN": str(SHORT_SESSION_SECONDS),
+            # Sweeps of several batches: a leader can be killed in the middle of one.
+            "SESSION_LEDGER_WORKER__EXPIRY_BATCH_SIZE": "200",
         },
     )
     dep.start()

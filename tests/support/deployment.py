@@ -107,6 +107,8 @@ class Deployment:
             "SESSION_LEDGER_SECRETS": json.dumps([SECRET]),
             "SESSION_LEDGER_BASE_URL": bases[0],
             "SESSION_LEDGER_TRUSTED_ORIGINS": json.dumps(bases[1:]),
+            # Log lines reach the files at once (the tests read them).
+            "PYTHONUNBUFFERED": "1",
             "SESSION_LEDGER_WORKER__EXPIRY_INTERVAL": "1",
             "SESSION_LEDGER_WORKER__PROJECTOR_POLL_INTERVAL": "0.2",
         }

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,6 +51,9 @@ class Outcome:
     catch_up: float | None = None
     lost: list[str] = field(default_factory=list)
     violations: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Seconds another service's cookie cache still accepted a just-ended
+    #: session (its change feed not yet delivered; within FEED_BOUND).
+    late: list[float] = field(default_factory=list)
     #: What ``verify --ledger --projections`` would report.
     ledger_problems: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
@@ -131,7 +135,7 @@ async def head(engine: AsyncEngine) -> int:
 async def cache_caught_up(engine: AsyncEngine, cache: RedisSessionCache) -> bool:
     try:
         checkpoint = await cache.checkpoint((await cache.write_keys())[0])
-    except OSError:
+    except (RedisError, OSError):  # Redis restarting
         return False
     return checkpoint is not None and checkpoint >= await head(engine)
 
@@ -154,7 +158,7 @@ async def run_scenario(
     """Run one scenario (see the module docstring); checks are the caller's."""
     outcome = Outcome(name)
     failures, transport = Counter(load.failures), Counter(load.transport_errors)
-    requests = sum(load.outcomes.values())
+    requests, late = sum(load.outcomes.values()), len(load.late)
     load.start()
     try:
         await asyncio.sleep(before)
@@ -170,6 +174,7 @@ async def run_scenario(
     finally:
         await load.stop()
     outcome.requests = sum(load.outcomes.values()) - requests
+    outcome.late = load.late[late:]
     if cache is not None:
         started = time.monotonic()
         await wait_until(lambda: cache_caught_up(engine, cache), f"{name}: cache catch-up", 60)
@@ -215,5 +220,7 @@ def describe(outcome: Outcome) -> dict[str, Any]:
         "cache catch-up s": None if outcome.catch_up is None else round(outcome.catch_up, 2),
         "lost": len(outcome.lost),
         "stale accepts": len(outcome.violations),
+        "cookie cache accepts before the feed delivered": len(outcome.late),
+        "longest such, ms": round(max(outcome.late, default=0.0) * 1000),
         "verify differences": len(outcome.ledger_problems) + len(outcome.differences),
     }
