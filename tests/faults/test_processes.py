@@ -10,7 +10,10 @@ import random
 import time
 from collections import Counter
 
+from typing import Any
+
 import httpx
+import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +23,7 @@ from tests.faults.conftest import SHORT_SESSION_SECONDS
 from tests.support.deployment import Deployment, Process, wait_healthy, wait_until
 from tests.support.faults import Canary, assert_clean, describe, run_scenario, short_sessions
 from tests.support.load import Load
+from tests.support.redis import RedisProcess
 
 
 async def expired(engine: AsyncEngine) -> Counter[str]:
@@ -32,18 +36,30 @@ async def expired(engine: AsyncEngine) -> Counter[str]:
 
 
 async def test_expiry_sweep_under_traffic_answers_null_never_503(
-    fault_deployment: Deployment, fault_engine: AsyncEngine
+    fault_deployment: Deployment, fault_engine: AsyncEngine, fault_redis: RedisProcess
 ) -> None:
     """Issue 14, item 2: the worker expires a batch while requests read the
-    same sessions (some from Redis, whose after-commit write of the batch
-    is still in flight). A conflict re-reads the store, never the cache it
+    same sessions from Redis, whose after-commit write of the batch is still
+    in flight (held back here with CLIENT PAUSE WRITE, as a busy Redis or a
+    big batch does). A conflict re-reads the store, never the cache it
     already distrusts: the answer is null, not 503 after 8 attempts."""
     before = len(await expired(fault_engine))
     cookies = await short_sessions(fault_deployment, 300)
-    deadline = time.monotonic() + SHORT_SESSION_SECONDS + 3
+    due = time.monotonic() + SHORT_SESSION_SECONDS
+    deadline = due + 3
     statuses: Counter[int] = Counter()
     bodies: Counter[str] = Counter()
     rng = random.Random(3)
+
+    async def slow_writes() -> None:
+        admin: Any = aioredis.from_url(fault_redis.url)
+        try:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            while time.monotonic() < deadline - 1:
+                await admin.execute_command("CLIENT", "PAUSE", 400, "WRITE")
+                await asyncio.sleep(0.45)
+        finally:
+            await admin.aclose()
 
     async def hammer(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
@@ -57,7 +73,7 @@ async def test_expiry_sweep_under_traffic_answers_null_never_503(
                 bodies["null" if response.json() is None else "session"] += 1
 
     async with httpx.AsyncClient(timeout=10) as client:
-        await asyncio.gather(*(hammer(client) for _ in range(6)))
+        await asyncio.gather(slow_writes(), *(hammer(client) for _ in range(6)))
     print(dict(statuses), dict(bodies))
     assert set(statuses) == {200}, statuses
     assert bodies["session"]  # before the expiry

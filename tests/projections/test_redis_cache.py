@@ -169,3 +169,35 @@ async def test_verify_reports_a_tampered_cache_entry(harness: Harness) -> None:
     fields = {d.field for d in differences}
     assert {"ip", "version"} <= fields
     assert all(d.session_id == view.id for d in differences)
+
+
+async def test_a_fill_keeps_the_token_pointer_as_long_as_the_session(harness: Harness) -> None:
+    """Issue 14, item 4: a fill wrote the presented token's pointer with the
+    tombstone's TTL (300 s), so five minutes later the live session missed
+    Redis and verify --projections failed."""
+    view, token = await harness.ledger.create_session("u1")
+    keys = (await harness.cache.write_keys())[0]
+    pointer_key, state_key = keys.token(hash_token(token)), keys.state("u1", view.id)
+    await harness.cache.client.delete(state_key, pointer_key)
+    assert await harness.read_model.by_token_hash(hash_token(token)) is not None  # a fill
+    pointer = await harness.cache.client.pttl(pointer_key)
+    assert pointer > harness.cache.tombstone_seconds * 1000
+    assert pointer >= await harness.cache.client.pttl(state_key) - 5_000
+    # A stale fill (an older state, expiring earlier) never shortens it either.
+    state = await harness.sql.by_id(view.id)
+    assert state is not None
+    older = replace(state, expires_at=state.expires_at - timedelta(days=3))
+    await harness.cache.put_states([keys], [older], {hash_token(token): view.id})
+    assert await harness.cache.client.pttl(pointer_key) >= pointer - 5_000
+    assert await verify_redis(harness.engine, harness.cache, clock=harness.clock) == []
+
+
+async def test_verify_reports_a_token_pointer_that_expires_before_its_session(
+    harness: Harness,
+) -> None:
+    view, token = await harness.ledger.create_session("u1")
+    keys = (await harness.cache.write_keys())[0]
+    await harness.cache.client.pexpire(keys.token(hash_token(token)), 300_000)
+    differences = await verify_redis(harness.engine, harness.cache, clock=harness.clock)
+    assert [d.field for d in differences] == ["token pointer TTL"]
+    assert differences[0].session_id == view.id

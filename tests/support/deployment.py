@@ -91,6 +91,8 @@ class Deployment:
     database_url: str
     workdir: Path
     redis_url: str | None = None
+    #: Worker processes (SQLite: one per database file).
+    worker_count: int = 2
     #: SESSION_LEDGER_* variables on top of the deployment's own.
     overrides: Mapping[str, str] = field(default_factory=dict)
     services: list[Process] = field(default_factory=list)
@@ -120,7 +122,10 @@ class Deployment:
             Process(name, ["serve", "--port", str(port)], env, self.workdir, port)
             for name, port in zip(("A", "B"), ports, strict=True)
         ]
-        self.workers = [Process(f"W{i}", ["worker"], env, self.workdir) for i in (1, 2)]
+        self.workers = [
+            Process(f"W{i}", ["worker"], env, self.workdir)
+            for i in range(1, self.worker_count + 1)
+        ]
         self.signer = Signer([SECRET])
 
     @property

@@ -9,8 +9,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from api.users.memo import UserMemo
+from api.users.memo import CACHED_RECORD_MARGIN, UserMemo
 from ledger.ports import UserRecord
+from projections.state_codec import encode_user
 
 ADA = UserRecord(id="ada", email="ada@example.com")
 
@@ -107,3 +108,59 @@ class MemoAgainstTheDatabase(RuleBasedStateMachine):
 
 TestMemoAgainstTheDatabase = MemoAgainstTheDatabase.TestCase
 TestMemoAgainstTheDatabase.settings = settings(max_examples=200, stateful_step_count=40)
+
+
+# --------------------------------------------- records cached beside sessions
+
+
+def _offered(memo: UserMemo, record: UserRecord, age: float, mark: int | None = None) -> None:
+    memo.offer(memo.mark() if mark is None else mark, encode_user(record).encode(), int(age * 1000))
+
+
+def test_a_cached_record_is_believed_only_when_written_after_the_feed_connected() -> None:
+    ticks = Ticks()
+    memo = UserMemo(now=ticks)
+    _offered(memo, ADA, age=0)
+    assert memo.get("ada") is None  # no feed: nothing is kept
+    memo.set_live(True)
+    ticks.now = 20.0
+    # Written 5 s after the feed connected: a fill may have read the store
+    # before the feed connected, and a change then was never heard.
+    _offered(memo, ADA, age=15)
+    assert memo.get("ada") is None
+    _offered(memo, ADA, age=20 - CACHED_RECORD_MARGIN - 1)
+    assert memo.get("ada") == ADA
+
+
+def test_a_cached_record_older_than_a_change_heard_of_is_not_believed() -> None:
+    ticks = Ticks()
+    memo = UserMemo(now=ticks)
+    memo.set_live(True)
+    ticks.now = 500.0
+    memo.invalidate(["ada"])  # roles changed at 500
+    ticks.now = 530.0
+    stale = replace(ADA, roles=("admin",))
+    _offered(memo, stale, age=25)  # written at 505: maybe read before the change
+    assert memo.get("ada") is None
+    _offered(memo, ADA, age=30 - CACHED_RECORD_MARGIN - 1)  # written well after it
+    assert memo.get("ada") == ADA
+
+
+def test_a_cached_record_read_while_a_change_arrived_is_not_kept() -> None:
+    memo = UserMemo(now=Ticks())
+    memo.set_live(True)
+    mark = memo.mark()
+    memo.invalidate(["someone"])
+    _offered(memo, ADA, age=0, mark=mark)
+    assert memo.get("ada") is None
+
+
+def test_a_cached_record_counts_its_age() -> None:
+    ticks = Ticks()
+    memo = UserMemo(now=ticks, max_age=60)
+    memo.set_live(True)
+    ticks.now = 100.0
+    _offered(memo, ADA, age=50)
+    assert memo.get("ada") == ADA
+    ticks.now = 111.0  # 61 s since the record was written
+    assert memo.get("ada") is None
