@@ -9,7 +9,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-
 from typing import Any
 
 import httpx

@@ -123,8 +123,7 @@ class Deployment:
             for name, port in zip(("A", "B"), ports, strict=True)
         ]
         self.workers = [
-            Process(f"W{i}", ["worker"], env, self.workdir)
-            for i in range(1, self.worker_count + 1)
+            Process(f"W{i}", ["worker"], env, self.workdir) for i in range(1, self.worker_count + 1)
         ]
         self.signer = Signer([SECRET])
 
