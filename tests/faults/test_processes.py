@@ -94,7 +94,7 @@ async def test_worker_leader_killed_mid_sweep(
 ) -> None:
     dep = fault_deployment
     before = len(await expired(fault_engine))
-    cookies = await short_sessions(dep, 1500, users=10)
+    cookies = await short_sessions(dep, 1000, users=10)
     total = before + len(cookies)
     offsets = {w.name: len(w.log()) for w in dep.workers}
     killed: list[Process] = []

@@ -23,11 +23,16 @@ from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
+from uuid6 import uuid7
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.bootstrap import build
 from api.users.store import SqlUserStore
+from ledger.events import EventMetadata
+from ledger.session import CreateSession, decide
+from ledger.store import StreamAppend
+from ledger.tokens import hash_token, new_token
 from ledger.integrity import verify_ledger
 from ledger.schema import events as events_table
 from projections.redis_cache import RedisSessionCache
@@ -103,9 +108,9 @@ class Canary:
 
 async def short_sessions(dep: Deployment, count: int, users: int = 4) -> list[str]:
     """``count`` sessions with remember-me off (they end after the
-    deployment's ``short_session_expires_in``) of ``users`` real users,
-    created by this process through the same wiring the services use; their
-    Cookie headers."""
+    deployment's ``short_session_expires_in``) of ``users`` real users; their
+    Cookie headers. Created by this process through the wiring the services
+    use (their feeds hear of them), a few hundred per append."""
     container = await build(dep.settings(), builtin_users=True)
     try:
         store = container.ledger.users
@@ -115,12 +120,18 @@ async def short_sessions(dep: Deployment, count: int, users: int = 4) -> list[st
             (await store.create_user(f"short-{secrets.token_hex(4)}@example.com", None)).id
             for _ in range(users)
         ]
-        cookies = []
+        now, policy = container.clock.now(), container.settings.session
+        cookies: list[str] = []
+        appends: list[StreamAppend] = []
         for i in range(count):
-            _view, token = await container.ledger.create_session(
-                owners[i % users], remember_me=False
-            )
+            token, user = new_token(), owners[i % users]
+            sid = str(uuid7())
+            command = CreateSession(sid, user, hash_token(token), remember_me=False)
+            appends.append(StreamAppend(sid, 0, decide(None, command, now, policy), user))
             cookies.append(dep.cookie(token))
+            if len(appends) == 200 or i == count - 1:
+                await container.store.append_batch(appends, metadata=EventMetadata(actor="test"))
+                appends = []
         return cookies
     finally:
         await container.close()

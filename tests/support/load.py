@@ -38,6 +38,9 @@ from tests.support.deployment import PASSWORD, Deployment
 #: verifying a sign-in then costs the services next to nothing.
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+#: Idle connections are dropped before uvicorn's keep-alive timeout (5 s)
+#: closes them under a request (a race of HTTP/1.1 keep-alive, not a fault).
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
 #: How long after an acknowledged end another service's cookie cache may
 #: still accept the session (its change feed delivering): generous on a
 #: loaded 2-core machine; bench.revocation_latency measures the real figure.
@@ -100,7 +103,7 @@ class Load:
         self._counter = itertools.count(1)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._probe_client = httpx.AsyncClient(timeout=TIMEOUT)
+        self._probe_client = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS)
 
     # ---------------------------------------------------------- lifecycle
 
@@ -110,7 +113,9 @@ class Load:
         for u in range(self.users):
             user = await store.create_user(f"load-{self.seed}-{u}@example.com", PASSWORD)
             for _ in range(self.devices_per_user):
-                client = httpx.AsyncClient(timeout=TIMEOUT, headers={"origin": self.dep.origin})
+                client = httpx.AsyncClient(
+                    timeout=TIMEOUT, limits=LIMITS, headers={"origin": self.dep.origin}
+                )
                 self.devices.append(Device(user.email, client))
 
     def start(self) -> None:

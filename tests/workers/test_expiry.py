@@ -193,7 +193,7 @@ async def test_a_contended_batch_retries_only_the_sessions_that_raced(
     assert result.conflicts == 4
     assert result.deferred == 0
     assert len(sizes) <= 1 + 2 * 4
-    assert max(sizes[1:]) < 200 and min(sizes) >= 1
+    assert max(sizes[1:]) < 200
     counts = await expired_counts(engine)
     assert set(counts) == {m.session_id for m in made}
     assert set(counts.values()) == {1}
