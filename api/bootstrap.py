@@ -41,6 +41,8 @@ class Container:
     freshness: CacheFreshness | None = None
 
     async def close(self) -> None:
+        if self.runner is not None:
+            self.runner.cache.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -115,6 +117,7 @@ def _redis_cache(
         settings.redis.url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
     cache = RedisSessionCache(client, settings.redis, settings.cookie_cache, clock=clock)
+    cache.use_wire()
     projection = RedisCacheProjection(cache, store)
     freshness = CacheFreshness()
     # This process's own appends are known before the cache write is tried

@@ -101,6 +101,33 @@ def service(database_url: str, **env: str) -> Iterator[str]:
                 process.kill()
 
 
+@contextmanager
+def worker(database_url: str, *args: str, **env: str) -> Iterator[None]:
+    """``session-ledger worker`` in a subprocess (with Redis: the projector
+    that keeps the cache's checkpoint, without which no service believes
+    Redis; see projections.freshness)."""
+    environment = {
+        **os.environ,
+        "SESSION_LEDGER_ENVIRONMENT": "test",
+        "SESSION_LEDGER_DATABASE_URL": database_url,
+        "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
+        **env,
+    }
+    command = [str(Path(sys.executable).parent / "session-ledger"), "worker", *args]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def sign_up(base: str, email: str = "bench@example.com") -> dict[str, str]:
     """Create a user and sign in; returns the session cookies (token + cache)."""
     response = httpx.post(

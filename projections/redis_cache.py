@@ -45,6 +45,7 @@ from ledger.config import CookieCacheSettings, RedisSettings
 from ledger.events import RecordedEvent, SessionCreated, deserialize
 from ledger.schema import events as events_table
 from ledger.session import SessionState, evolve
+from projections.redis_wire import WireConnection, wire_for
 from projections.state_codec import decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -245,6 +246,18 @@ class RedisSessionCache:
         self._decoded: dict[str, tuple[bytes, SessionState]] = {}
         self._read_keys: Keys | None = None
         self._read_keys_at = 0.0
+        #: The hot reads' own connection (projections.redis_wire), when used.
+        self.wire: WireConnection | None = None
+
+    def use_wire(self) -> None:
+        """Serve the hot reads (a hit, the checkpoint) on one pipelined
+        connection of their own when the client allows (not TLS, not
+        Cluster); :meth:`close` closes it."""
+        self.wire = wire_for(self.client)
+
+    def close(self) -> None:
+        if self.wire is not None:
+            self.wire.close()
 
     # ---------------------------------------------------------- meta keys
 
@@ -301,15 +314,21 @@ class RedisSessionCache:
             await self._load_scripts()
         return self._shas[name]
 
+    async def _command(self, *args: Any) -> Any:
+        """One command: on the hot reads' connection when there is one."""
+        if self.wire is not None:
+            return await self.wire.call(*args)
+        client: Any = self.client  # execute_command is untyped in the stubs
+        return await client.execute_command(*args)
+
     async def _evalsha(self, name: str, *args: Any) -> Any:
         """One script call; scripts are reloaded once when Redis lost them
         (a restart, SCRIPT FLUSH)."""
-        client: Any = self.client  # execute_command is untyped in the stubs
         try:
-            return await client.execute_command("EVALSHA", await self._sha(name), *args)
+            return await self._command("EVALSHA", await self._sha(name), *args)
         except NoScriptError:
             await self._load_scripts()
-            return await client.execute_command("EVALSHA", self._shas[name], *args)
+            return await self._command("EVALSHA", self._shas[name], *args)
 
     # -------------------------------------------------------------- reads
 
@@ -346,7 +365,7 @@ class RedisSessionCache:
                 user, age = answer[1], max(0, USER_RECORD_SECONDS * 1000 - int(answer[2]))
         else:
             # The client is built with decode_responses=False: values are bytes.
-            got = cast("bytes | None", await self.client.get(keys.state(uid, sid)))
+            got = cast("bytes | None", await self._command("GET", keys.state(uid, sid)))
             if got is None:
                 return None
             raw = got
@@ -500,7 +519,7 @@ class RedisSessionCache:
     # -------------------------------------------------------- checkpoints
 
     async def checkpoint(self, keys: Keys) -> int | None:
-        raw = await self.client.get(keys.checkpoint)
+        raw = await self._command("GET", keys.checkpoint)
         return None if raw is None else int(raw)
 
     async def init_checkpoint(self, keys: Keys) -> None:

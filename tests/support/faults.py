@@ -23,18 +23,18 @@ from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
-from uuid6 import uuid7
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from uuid6 import uuid7
 
 from api.bootstrap import build
 from api.users.store import SqlUserStore
 from ledger.events import EventMetadata
+from ledger.integrity import verify_ledger
+from ledger.schema import events as events_table
 from ledger.session import CreateSession, decide
 from ledger.store import StreamAppend
 from ledger.tokens import hash_token, new_token
-from ledger.integrity import verify_ledger
-from ledger.schema import events as events_table
 from projections.redis_cache import RedisSessionCache
 from projections.verify import verify_redis, verify_table
 from tests.support.deployment import Deployment, wait_until
