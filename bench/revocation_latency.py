@@ -1,15 +1,18 @@
-"""Revoke-to-rejection time across two service processes on one PostgreSQL.
+"""Revoke-to-rejection time across two service processes on one database.
 
-    python -m bench.revocation_latency [--trials 200]
+    python -m bench.revocation_latency [--trials 200] [--backend postgres|sqlite]
 
 Process A and process B are two ``session-ledger serve`` (uvicorn) processes
-on the same database. Per trial: sign in on A (the response carries the
+on the same database: PostgreSQL (B hears the revocation by NOTIFY) or one
+SQLite file (B's feed looks for commits every 5 ms with PRAGMA data_version
+and then reads the ledger's tail). Per trial: sign in on A (the response carries the
 cookie cache), check that B answers get-session *from the cookie cache*,
 then poll B back to back with those cookies while A revokes the session.
 The latency is the time from sending the revoke to A until the first B
 response that rejects the cached session (``null``); also reported from the
 moment A's revoke response arrived (commit done; may be <= 0 when the
-NOTIFY outran A's response). Target (issue 5): p99 under 100 ms.
+NOTIFY outran A's response). Target (issue 5): p99 under 100 ms; on
+SQLite, the bound the README gives beside "immediate" (issue 14).
 """
 
 from __future__ import annotations
@@ -84,8 +87,10 @@ async def run(a: str, b: str, trials: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     args = parser.parse_args()
-    with database("postgres") as url, service(url) as a, service(url) as b:
+    print(f"backend: {args.backend}")
+    with database(args.backend) as url, service(url) as a, service(url) as b:
         sign_up(a)
         asyncio.run(run(a, b, args.trials))
 

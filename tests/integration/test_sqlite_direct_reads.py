@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ledger.config import SessionPolicy
 from ledger.db import autocommit, direct_reads, make_engine, read_standalone
 from ledger.service import SessionLedger
-from ledger.sqlite_reads import DirectReads
+from ledger.sqlite_reads import DataVersionWatch, DirectReads
 from ledger.store import EventStore
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
 
@@ -131,3 +131,24 @@ async def test_only_plain_file_urls(tmp_path: Path) -> None:
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_data_version_changes_exactly_when_another_connection_commits(
+    engine: AsyncEngine, sqlite_url: str
+) -> None:
+    """What the SQLite revocation feed looks at every 5 ms (issue 14, item 7):
+    unchanged while nobody commits, so an idle look costs no read of the tail."""
+    path = Path(sqlite_url.removeprefix("sqlite+aiosqlite:///"))
+    watch = DataVersionWatch(path)
+    try:
+        seen = watch.version()
+        assert [watch.version() for _ in range(3)] == [seen] * 3
+        store = EventStore(engine, inline_projections=[SessionTableProjection()])
+        ledger = SessionLedger(store=store, read_model=SqlSessionReadModel(engine))
+        await ledger.create_session("u1")
+        assert watch.version() != seen
+        seen = watch.version()
+        assert watch.fetch(COUNT_EVENTS) == [(1,)]
+        assert watch.version() == seen  # its own reads change nothing
+    finally:
+        watch.close()
