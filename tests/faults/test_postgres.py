@@ -12,21 +12,18 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import ManualClock
 from ledger.db import make_engine
-from projections.redis_cache import RedisSessionCache
 from tests.support.db import migrate
 from tests.support.deployment import Deployment
-from tests.support.faults import Canary, assert_clean, describe, run_scenario
-from tests.support.load import Load
-from tests.support.postgres import PostgresProcess
+from tests.support.faults import assert_clean, describe
+from tests.support.scenarios import Rig, postgres_killed, postgres_restart
 from tests.workers.conftest import POLICY, create_sessions, expired_counts, make_store
 from workers.expiry import ExpirySweep
 
 
-def failed_sweeps(dep: Deployment, since: datetime) -> list[str]:
+def failed_sweeps(dep: Deployment, since: float) -> list[str]:
     """The workers' ``job.failed`` log lines of the expiry job after ``since``."""
     failed = []
     for worker in dep.workers:
@@ -34,57 +31,31 @@ def failed_sweeps(dep: Deployment, since: datetime) -> list[str]:
             if '"job.failed"' not in line or '"expiry"' not in line:
                 continue
             when = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
-            if when > since:
+            if when.timestamp() > since:
                 failed.append(line)
     return failed
 
 
-async def test_postgres_restart_fast(
-    private_pg: PostgresProcess,
-    fault_deployment: Deployment,
-    fault_load: Load,
-    fault_engine: AsyncEngine,
-    fault_cache: RedisSessionCache,
-    canary: Canary,
-) -> None:
-    back = datetime.now(UTC)
-
-    async def fault() -> None:
-        nonlocal back
-        await asyncio.to_thread(private_pg.restart, "fast")
-        back = datetime.now(UTC)
-
-    async def heal() -> None:
-        await asyncio.sleep(1.5)  # sweeps (every second) run on the new server
-
-    outcome = await run_scenario(
-        "postgres restart -m fast",
-        fault_deployment,
-        fault_load,
-        fault_engine,
-        canary,
-        fault=fault,
-        heal=heal,
-        hold=0.5,
-        cache=fault_cache,
-    )
+async def test_postgres_restart_fast(fault_rig: Rig) -> None:
+    outcome = await postgres_restart(fault_rig)
     print(describe(outcome))
     assert_clean(outcome)
     assert outcome.transport_errors == {}  # no connection dropped
     # The first expiry sweep on the restarted server succeeded (issue 14, item 5).
-    assert failed_sweeps(fault_deployment, back) == []
+    assert failed_sweeps(fault_rig.dep, outcome.notes["back at"]) == []
 
 
-async def test_first_sweep_after_a_restart_succeeds(private_pg: PostgresProcess) -> None:
+async def test_first_sweep_after_a_restart_succeeds(fault_rig: Rig) -> None:
     """Issue 14, item 5, in one process: the sweep's pool holds connections
     that died with the server; the sweep after the restart still expires
     everything due (it used to fail, and expiry waited one more interval)."""
-    admin = await asyncpg.connect(private_pg.url().replace("+asyncpg", ""))
+    pg = fault_rig.pg
+    admin = await asyncpg.connect(pg.url().replace("+asyncpg", ""))
     try:
         await admin.execute("CREATE DATABASE sweep_restart")
     finally:
         await admin.close()
-    url = private_pg.url("sweep_restart")
+    url = pg.url("sweep_restart")
     await migrate(url)
     engine = make_engine(url)  # as the service's: no pre-ping
     try:
@@ -95,7 +66,7 @@ async def test_first_sweep_after_a_restart_succeeds(private_pg: PostgresProcess)
         made = await create_sessions(store, now - timedelta(hours=3), 120)
         # Idle connections in the pool, as a running worker has them.
         await asyncio.gather(*(sweep.due(now, 1) for _ in range(3)))
-        await asyncio.to_thread(private_pg.restart, "fast")
+        await asyncio.to_thread(pg.restart, "fast")
         result = await sweep.run()
         assert result.expired == len(made)
         assert set((await expired_counts(engine)).values()) == {1}
@@ -103,74 +74,48 @@ async def test_first_sweep_after_a_restart_succeeds(private_pg: PostgresProcess)
         await engine.dispose()
 
 
-async def test_postgres_postmaster_killed(
-    private_pg: PostgresProcess,
-    fault_deployment: Deployment,
-    fault_load: Load,
-    fault_engine: AsyncEngine,
-    fault_cache: RedisSessionCache,
-    canary: Canary,
-) -> None:
-    async def fault() -> None:
-        await asyncio.to_thread(private_pg.kill_postmaster)
-
-    async def heal() -> None:
-        await asyncio.to_thread(private_pg.start)  # crash recovery
-
-    outcome = await run_scenario(
-        "postgres kill -9 (postmaster)",
-        fault_deployment,
-        fault_load,
-        fault_engine,
-        canary,
-        fault=fault,
-        heal=heal,
-        hold=1.0,
-        cache=fault_cache,
-    )
+async def test_postgres_postmaster_killed(fault_rig: Rig) -> None:
+    outcome = await postgres_killed(fault_rig)
     print(describe(outcome))
     assert_clean(outcome)
     assert outcome.transport_errors == {}
 
 
-def _get(conn: http.client.HTTPConnection, path: str, cookie: str) -> http.client.HTTPResponse:
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def _get(conn: http.client.HTTPConnection, path: str, cookie: str) -> Answer:
     conn.request("GET", path, headers={"cookie": cookie})
     response = conn.getresponse()
-    response.body = response.read()  # type: ignore[attr-defined]
-    return response
+    return response.status, dict(response.getheaders()), response.read()
 
 
-async def test_database_down_is_503_on_a_kept_alive_connection(
-    private_pg: PostgresProcess, fault_deployment: Deployment, canary: Canary
-) -> None:
+async def test_database_down_is_503_on_a_kept_alive_connection(fault_rig: Rig) -> None:
     """Issue 14, item 3: 503 SERVICE_UNAVAILABLE with Retry-After, one log
     line per error, and the same connection serves the next request, which
     succeeds once the database is back (the service never restarted)."""
-    service = fault_deployment.services[0]
+    pg, service, cookie = fault_rig.pg, fault_rig.dep.services[0], fault_rig.canary.cookie
     assert service.port is not None
     log_before = len(service.log())
     path = "/api/auth/get-session?disableCookieCache=true"
 
-    def exercise() -> list[tuple[int, dict[str, str], bytes]]:
+    def exercise() -> list[Answer]:
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
         answers = []
         try:
-            first = _get(conn, path, canary.cookie)
-            assert first.status == 200
+            assert _get(conn, path, cookie)[0] == 200
             sock = conn.sock
-            private_pg.stop("fast")
+            pg.stop("fast")
             for _ in range(3):
-                response = _get(conn, path, canary.cookie)
-                answers.append((response.status, dict(response.getheaders()), response.body))  # type: ignore[attr-defined]
+                answers.append(_get(conn, path, cookie))
                 assert conn.sock is sock, "the connection was closed"
-            private_pg.start()
-            back = _get(conn, path, canary.cookie)
-            answers.append((back.status, dict(back.getheaders()), back.body))  # type: ignore[attr-defined]
+            pg.start()
+            answers.append(_get(conn, path, cookie))
             assert conn.sock is sock, "the connection was closed"
         finally:
             conn.close()
-            if private_pg.postmaster_pid() is None:
-                private_pg.start()
+            if pg.postmaster_pid() is None:
+                pg.start()
         return answers
 
     answers = await asyncio.to_thread(exercise)

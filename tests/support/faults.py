@@ -59,6 +59,8 @@ class Outcome:
     #: Seconds another service's cookie cache still accepted a just-ended
     #: session (its change feed not yet delivered; within FEED_BOUND).
     late: list[float] = field(default_factory=list)
+    #: Figures and facts of a scenario's own (a takeover time, ...).
+    notes: dict[str, float] = field(default_factory=dict)
     #: What ``verify --ledger --projections`` would report.
     ledger_problems: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
@@ -234,4 +236,5 @@ def describe(outcome: Outcome) -> dict[str, Any]:
         "cookie cache accepts before the feed delivered": len(outcome.late),
         "longest such, ms": round(max(outcome.late, default=0.0) * 1000),
         "verify differences": len(outcome.ledger_problems) + len(outcome.differences),
+        **{k: round(v, 2) for k, v in outcome.notes.items() if k != "back at"},
     }
