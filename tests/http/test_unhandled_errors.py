@@ -22,7 +22,7 @@ from ledger.db import unavailable
 
 def _full() -> sqlite3.OperationalError:
     error = sqlite3.OperationalError("database or disk is full")
-    error.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    error.sqlite_errorcode = 13
     return error
 
 
