@@ -4,7 +4,8 @@ beside the SQL path, measured in the same run.
     python -m bench.validate [--n 5000] [--rounds 3]
 
 * cached: SessionLedger.get_session with the CachedSessionReadModel (a hit:
-  token hash -> memoised session id -> one GET -> decode -> decide);
+  token hash -> memoised owner -> one GET on the hot reads' own connection
+  (projections.redis_wire) -> decode -> decide);
 * raw GET: redis-py GET of a key holding a value of the same size;
 * SQL: SessionLedger.get_session on the SqlSessionReadModel (PostgreSQL).
 
@@ -78,6 +79,7 @@ async def main(n: int, rounds: int) -> None:
             clock = ManualClock()
             store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
             cache = RedisSessionCache(client, RedisSettings(prefix=prefix), clock=clock)
+            cache.use_wire()  # as the service does (api.bootstrap)
             projection = RedisCacheProjection(cache, store)
             freshness = CacheFreshness()
             store.after_commit.append(freshness.after_commit)
@@ -125,6 +127,7 @@ async def main(n: int, rounds: int) -> None:
             keys_left = [k async for k in raw_client.scan_iter(match=f"{prefix}*")]
             if keys_left:
                 await raw_client.unlink(*keys_left)
+            cache.close()
             await client.aclose()
             await raw_client.aclose()
             await engine.dispose()

@@ -51,6 +51,7 @@ WARNING_INTERVAL = 30.0
 #: Redis refusing writes) would otherwise cost every request a failing
 #: round trip, or a timeout.
 PAUSE_AFTER_FAILURE = 1.0
+UNCOVERED_WARNING_INTERVAL = 300.0
 
 
 class UserSink(Protocol):
@@ -82,6 +83,7 @@ class CachedSessionReadModel:
         self.freshness = freshness
         self.users = users
         self._warnings = RateLimitedWarning(log, WARNING_INTERVAL)
+        self._uncovered = RateLimitedWarning(log, UNCOVERED_WARNING_INTERVAL)
         self._paused_until = 0.0
 
     async def by_token_hash(self, token_hash: str, *, fresh: bool = False) -> SessionState | None:
@@ -105,6 +107,11 @@ class CachedSessionReadModel:
                 keys = await self.cache.read_keys()
                 freshness.checkpoint_read(await self.cache.checkpoint(keys))
             if not freshness.covered():
+                if freshness.live and freshness.checkpoint is None:
+                    self._uncovered.warn(
+                        "redis cache has no checkpoint (is a worker running the projector?); "
+                        "reading SQL until it has"
+                    )
                 return None
             users = self.users
             mark = users.mark() if users is not None else 0
