@@ -28,9 +28,19 @@ DAY = 24 * 60 * 60
 PositiveSeconds = Annotated[int, Field(gt=0)]
 NonNegativeSeconds = Annotated[int, Field(ge=0)]
 
-#: Used only when ``environment`` is development and no secret is configured,
-#: so that the demo runs out of the box. Production refuses to start without one.
-DEVELOPMENT_SECRET = "session-ledger-development-secret-do-not-use-in-production"  # noqa: S105
+#: A secret shorter than this, or with fewer distinct characters, is refused.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT = 10
+#: The one line that says what to set when no secret is configured.
+MISSING_SECRETS = (
+    "no secrets configured: set SESSION_LEDGER_SECRETS to a JSON list of random strings "
+    "of 32+ characters, newest first (e.g. from openssl rand -base64 32)"
+)
+
+
+def weak_secret(secret: str) -> bool:
+    """Too short, or too little variety (one repeated character, a short pattern)."""
+    return len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_DISTINCT
 
 
 class _Section(BaseModel):
@@ -112,6 +122,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./session-ledger.db"
     base_url: str = "http://localhost:8000"
     #: HMAC secrets: sign with the first, accept any (rotation). >= 32 characters each.
+    #: None configured: see api.signing_secrets (only a loopback development
+    #: server runs then, on a secret it generates).
     secrets: list[SecretStr] = Field(default_factory=list)
     trusted_origins: list[str] = Field(default_factory=list)
     trusted_proxies: list[str] = Field(default_factory=list)
@@ -127,10 +139,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         for secret in self.secrets:
-            if len(secret.get_secret_value()) < 32:
-                raise ValueError("secrets: each secret must be at least 32 characters")
+            if weak_secret(secret.get_secret_value()):
+                raise ValueError(
+                    f"secrets: each secret must be at least {MIN_SECRET_LENGTH} characters "
+                    f"of random text with at least {MIN_SECRET_DISTINCT} distinct characters "
+                    "(e.g. openssl rand -base64 32)"
+                )
         if self.environment == "production" and not self.secrets:
-            raise ValueError("secrets: production needs at least one secret")
+            raise ValueError(f"secrets: {MISSING_SECRETS}")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
                 "database_url: use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
@@ -139,8 +155,8 @@ class Settings(BaseSettings):
 
     @property
     def secret_values(self) -> list[str]:
-        values = [s.get_secret_value() for s in self.secrets]
-        return values or [DEVELOPMENT_SECRET]
+        """The configured secrets (possibly none: see api.signing_secrets)."""
+        return [s.get_secret_value() for s in self.secrets]
 
     @property
     def is_postgres(self) -> bool:

@@ -77,6 +77,7 @@ async def _start_session(
     payload = await auth.ledger.payload(ValidatedSession(session=view, token=token))
     user_body = payload["user"] if payload is not None else user_json(user)
     if auth.cache_enabled and payload is not None:
+        auth.validated.add(view.id, token)
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], auth.clock.now(), request.cookies
         )
