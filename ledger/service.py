@@ -38,6 +38,7 @@ from ledger.session import (
     decide,
     decide_validation,
     evolve,
+    has_lone_surrogate,
     is_fresh,
     refresh_due,
 )
@@ -142,8 +143,10 @@ class SessionLedger:
         fields: Fields | None = None,
     ) -> tuple[SessionView, str]:
         """Start a session; returns it with its token (the only time it exists)."""
-        if not user_id or len(user_id) > 128 or "\x00" in user_id:
-            raise InvalidCommandError("user id must be 1-128 characters, without NUL")
+        if not user_id or len(user_id) > 128 or "\x00" in user_id or has_lone_surrogate(user_id):
+            raise InvalidCommandError(
+                "user id must be 1-128 characters, without NUL or lone surrogates"
+            )
         _check_fields(fields or {}, allow_empty=True)
         token = new_token()
         session_id = str(uuid7())
