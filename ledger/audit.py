@@ -376,8 +376,7 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
         raise AuditQueryError(f"time out of range: {text[:64]!r}") from None
     except ValueError:
         raise AuditQueryError(
-            f"not a time: {text[:64]!r} (use ISO 8601 like 2026-01-31T02:14:00Z, "
-            "'now' or 7d / 12h)"
+            f"not a time: {text[:64]!r} (use ISO 8601 like 2026-01-31T02:14:00Z, 'now' or 7d / 12h)"
         ) from None
 
 
