@@ -7,27 +7,13 @@ browser) must name a trusted origin in ``Origin`` (or, failing that,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
 from api.errors import ApiError
+from api.urls import origin_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def origin_of(url: str) -> str | None:
-    """``scheme://host[:port]`` lower-cased, default ports dropped; None when not a URL."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    default = 443 if parts.scheme == "https" else 80
-    suffix = f":{port}" if port is not None and port != default else ""
-    return f"{parts.scheme}://{parts.hostname.lower()}{suffix}"
 
 
 class OriginCheck:

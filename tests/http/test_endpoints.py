@@ -4,6 +4,7 @@ reference and their error paths."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from ledger.events import SessionRevoked
 from tests.http.conftest import PASSWORD, Service
@@ -272,3 +273,43 @@ async def test_unknown_user_agent_and_ip_are_recorded(service: Service) -> None:
         session = (await client.get("/api/auth/get-session")).json()["session"]
     assert session["ipAddress"] == "203.0.113.7"
     assert session["userAgent"] == "curl/8"
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["javascript:alert(1)", " javascript:alert(1)", "data:image/png;base64,AAAA", "/me.png", "x"],
+)
+async def test_sign_up_image_must_be_an_http_url(sqlite_service: Service, image: str) -> None:
+    response = await sqlite_service.client.post(
+        "/api/auth/sign-up/email",
+        json={"email": "ada@example.com", "password": PASSWORD, "image": image},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "VALIDATION_ERROR")
+    assert await sqlite_service.head() == 0
+
+
+async def test_sign_up_image_http_or_null(sqlite_service: Service) -> None:
+    for email, image in [
+        ("a@example.com", "https://cdn.example.com/a.png"),
+        ("b@example.com", None),
+    ]:
+        response = await sqlite_service.client.post(
+            "/api/auth/sign-up/email",
+            json={"email": email, "password": PASSWORD, "image": image},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["user"]["image"] == image
+
+
+@pytest.mark.parametrize(
+    "email", ["not-an-email", "a@b", "ada@@example.com", "", "x" * 400 + "@example.com"]
+)
+async def test_sign_up_with_a_malformed_email_is_invalid_email(
+    sqlite_service: Service, email: str
+) -> None:
+    """BetterAuth answers 400 INVALID_EMAIL for any malformed email string
+    (a too-long one was VALIDATION_ERROR here)."""
+    response = await sqlite_service.client.post(
+        "/api/auth/sign-up/email", json={"email": email, "password": PASSWORD}
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_EMAIL")
