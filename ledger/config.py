@@ -14,7 +14,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +55,57 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Keys of BetterAuth's session object (plus ours): never additional fields.
+RESERVED_FIELDS = frozenset(
+    {
+        "id",
+        "token",
+        "userId",
+        "expiresAt",
+        "createdAt",
+        "updatedAt",
+        "ipAddress",
+        "userAgent",
+        "device",
+        "lastActive",
+        "authenticatedAt",
+        "fresh",
+        "current",
+    }
+)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+class AdditionalField(_Section):
+    """A declared session field (BetterAuth's ``session.additionalFields``)."""
+
+    type: Literal["string", "number", "boolean", "array", "object"]
+    #: Set on every new session unless given; None = no default.
+    default: JsonValue = None
+    #: Whether clients may set it (update-session); server code always may.
+    input: bool = True
+
+    def accepts(self, value: Any) -> bool:
+        """A value of the declared JSON type, or null (unset)."""
+        if value is None:
+            return True
+        if isinstance(value, bool) and self.type != "boolean":
+            return False  # JSON true is not a number
+        return isinstance(value, _JSON_TYPES[self.type])
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> AdditionalField:
+        if not self.accepts(self.default):
+            raise ValueError(f"default must be a {self.type}")
+        return self
+
+
 class SessionPolicy(_Section):
     """How sessions live and die (the spec's ``session`` block)."""
 
@@ -66,6 +125,24 @@ class SessionPolicy(_Section):
     short_session_expires_in: PositiveSeconds = DAY
     #: Record activity at most this often (always on a new IP / user agent).
     activity_interval: NonNegativeSeconds = 300
+    #: Declared session fields: name -> type, default, input. Clients may set
+    #: only these (those with ``input``) through update-session.
+    additional_fields: dict[str, AdditionalField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _field_names(self) -> SessionPolicy:
+        reserved = sorted(RESERVED_FIELDS.intersection(self.additional_fields))
+        if reserved:
+            raise ValueError(f"additional_fields: {reserved[0]!r} is a reserved session key")
+        return self
+
+    @property
+    def field_defaults(self) -> dict[str, JsonValue]:
+        return {
+            name: spec.default
+            for name, spec in self.additional_fields.items()
+            if spec.default is not None
+        }
 
     @property
     def expires_in_delta(self) -> timedelta:

@@ -22,6 +22,7 @@ from ledger.devices import describe_device
 from ledger.errors import (
     ConcurrencyError,
     InvalidCommandError,
+    InvalidFieldsError,
     LedgerError,
     SessionNotFoundError,
     SessionNotFreshError,
@@ -148,6 +149,8 @@ class SessionLedger:
                 "user id must be 1-128 characters, without NUL or lone surrogates"
             )
         _check_fields(fields or {}, allow_empty=True)
+        fields = {**self.policy.field_defaults, **(fields or {})}
+        self._check_declared(fields)
         token = new_token()
         session_id = str(uuid7())
         now = self.clock.now()
@@ -275,7 +278,17 @@ class SessionLedger:
         self, token: str, fields: Fields, ctx: RequestContext = NO_CONTEXT
     ) -> SessionView:
         _check_fields(fields, allow_empty=False)
+        self._check_declared(fields)
         return await self._command_by_token(token, UpdateFields(fields=dict(fields)), ctx)
+
+    def _check_declared(self, fields: Mapping[str, Any]) -> None:
+        """Declared fields must have their declared type. Server code may set
+        fields that are not declared (clients may not: see the HTTP layer)."""
+        declared = self.policy.additional_fields
+        for name, value in fields.items():
+            spec = declared.get(name)
+            if spec is not None and not spec.accepts(value):
+                raise InvalidFieldsError(f"field {name!r} must be a {spec.type} or null")
 
     async def reauthenticate(self, token: str, ctx: RequestContext = NO_CONTEXT) -> SessionView:
         return await self._command_by_token(token, Reauthenticate(), ctx)

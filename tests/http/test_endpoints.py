@@ -219,7 +219,7 @@ async def test_update_session(service: Service) -> None:
     empty = await service.client.post("/api/auth/update-session", json={})
     assert (empty.status_code, empty.json()["code"]) == (400, "VALIDATION_ERROR")
     reserved = await service.client.post("/api/auth/update-session", json={"userId": "x"})
-    assert (reserved.status_code, reserved.json()["code"]) == (400, "VALIDATION_ERROR")
+    assert (reserved.status_code, reserved.json()["code"]) == (400, "INVALID_FIELDS")
     not_object = await service.client.post("/api/auth/update-session", json=[1, 2])
     assert not_object.status_code == 400
     assert await service.head() == before
@@ -313,3 +313,39 @@ async def test_sign_up_with_a_malformed_email_is_invalid_email(
         "/api/auth/sign-up/email", json={"email": email, "password": PASSWORD}
     )
     assert (response.status_code, response.json()["code"]) == (400, "INVALID_EMAIL")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"roles": ["admin"]},  # not declared: stored and echoed before
+        {"impersonatedBy": "u-1"},
+        {"user": {"id": "x"}},
+        {"theme": "dark", "roles": ["admin"]},
+        {"plan": "enterprise"},  # declared, but not an input
+        {"a": "not a number"},  # the wrong type
+        {"a": True},
+    ],
+)
+async def test_update_session_takes_only_declared_input_fields(
+    sqlite_service: Service, fields: dict[str, object]
+) -> None:
+    await sqlite_service.sign_up()
+    before = await sqlite_service.head()
+    response = await sqlite_service.client.post("/api/auth/update-session", json=fields)
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_FIELDS")
+    assert "'" in response.json()["message"]  # names the key
+    assert await sqlite_service.head() == before
+    session = (await sqlite_service.client.get("/api/auth/get-session")).json()["session"]
+    assert "roles" not in session
+    assert "impersonatedBy" not in session
+
+
+async def test_declared_defaults_and_server_side_fields(sqlite_service: Service) -> None:
+    await sqlite_service.sign_up()
+    session = (await sqlite_service.client.get("/api/auth/get-session")).json()["session"]
+    assert session["plan"] == "free"  # the declared default
+    # Server code may set a field clients may not.
+    token = session["token"]
+    view = await sqlite_service.container.ledger.update_session(token, {"plan": "pro"})
+    assert view.fields["plan"] == "pro"
