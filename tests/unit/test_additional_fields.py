@@ -30,7 +30,8 @@ def test_values_must_have_the_declared_json_type(
 def test_declared_from_the_environment_form(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "SESSION_LEDGER_SESSION__ADDITIONAL_FIELDS",
-        '{"theme": {"type": "string", "default": "light"}, "tier": {"type": "string", "input": false}}',
+        '{"theme": {"type": "string", "default": "light"},'
+        ' "tier": {"type": "string", "input": false}}',
     )
     policy = load_settings().session
     assert policy.field_defaults == {"theme": "light"}
