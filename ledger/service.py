@@ -318,6 +318,30 @@ class SessionLedger:
         """Revoke one of the user's sessions. False when it had already ended."""
         return await self.revoke_sessions(user_id, [session_id], ctx, reason=reason) > 0
 
+    async def revoke_session_by_id_or_token(
+        self, user_id: str, id_or_token: str, ctx: RequestContext = NO_CONTEXT
+    ) -> str | None:
+        """BetterAuth's revoke-session: ``id_or_token`` is one of the user's
+        session ids (what list_sessions hands out) or a raw token of one of
+        the user's sessions (what a client holds). Returns the id of the
+        session revoked (or already ended), or None when nothing of the
+        user's matches: then nothing is written, and an unknown value and
+        another user's answer alike."""
+        state: SessionState | None = None
+        if isinstance(id_or_token, str) and SESSION_ID.fullmatch(id_or_token):
+            owned = [s for s in await self.read_model.by_ids([id_or_token]) if s.user_id == user_id]
+            state = owned[0] if owned else None
+        if state is None and is_well_formed(id_or_token):
+            found = await self.read_model.by_token_hash(hash_token(id_or_token))
+            state = found if found is not None and found.user_id == user_id else None
+        if state is None:
+            return None
+        try:
+            await self.revoke_session(user_id, state.session_id, ctx)
+        except SessionNotFoundError:
+            return None
+        return state.session_id
+
     async def revoke_sessions(
         self,
         user_id: str,

@@ -35,7 +35,8 @@ SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 class RevokeSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    #: The session id, as list-sessions hands it out in ``token``.
+    #: A session id, as list-sessions hands it out in ``token``, or the raw
+    #: token of a session (what getSession returns in ``session.token``).
     token: SessionId
 
 
@@ -108,12 +109,17 @@ async def list_sessions(request: Request, auth: AuthDep, session: FreshSession) 
     return respond(request, [session_json(v) for v in views])
 
 
-@session_router.post("/revoke-session", responses=errors(401, 403, 404))
+@session_router.post("/revoke-session", responses=errors(401, 403))
 async def revoke_session(
     request: Request, auth: AuthDep, session: FreshSession, body: RevokeSessionBody
 ) -> JSONResponse:
-    await auth.ledger.revoke_session(session.user_id, body.token, request_context(request, auth))
-    _clear_if_current(request, auth, session, {body.token})
+    """As BetterAuth: ``{status: true}`` also for a token or id that is
+    unknown or another user's (nothing is written, and ids cannot be probed)."""
+    revoked = await auth.ledger.revoke_session_by_id_or_token(
+        session.user_id, body.token, request_context(request, auth)
+    )
+    if revoked is not None:
+        _clear_if_current(request, auth, session, {revoked})
     return respond(request, {"status": True})
 
 
