@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.bootstrap import build
 from api.cli.base import DatabaseOption, app, console, err, run, settings_for
+from api.server_protocol import BoundedHttpToolsProtocol
 from api.signing_secrets import signing_secrets
 from api.users.errors import UserError
 from api.users.store import SqlUserStore
@@ -80,7 +81,12 @@ def serve(
         port=port,
         reload=reload,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a cap on the request head (431 past 16 KiB).
+        http=BoundedHttpToolsProtocol,
+        # Forwarding headers are read by the app alone, from trusted_proxies
+        # only (api.client_ip): uvicorn's own handling trusts X-Forwarded-For
+        # from loopback and would let any local client rewrite its address.
+        proxy_headers=False,
         access_log=access_log,
         log_level="info",
     )
