@@ -35,7 +35,7 @@ from api.bootstrap import Container
 from api.client_ip import ClientIp
 from api.cookie_cache import CachedSession, CookieCache
 from api.cookies import CookieJar
-from api.csrf import OriginCheck
+from api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from api.errors import ApiError
 from api.revocations import RevocationFeed
 from api.signing_secrets import signing_secrets
@@ -201,6 +201,8 @@ def pending(request: HTTPConnection) -> Pending:
 def finish(request: Request, response: Response) -> Response:
     """Write the queued cookies and headers onto ``response`` (once)."""
     queued = pending(request)
+    if queued.cookies:
+        response.headers["cache-control"] = "no-store"  # the cookies carry the token
     for cookie in queued.cookies:
         response.headers.append("set-cookie", cookie)
     for name, value in queued.headers.items():
@@ -257,6 +259,15 @@ async def resolve(
     token, bearer = presented_token(request, auth)
     if token is None:
         return None
+    if (
+        not bearer
+        and request.scope.get("method") not in SAFE_METHODS
+        and not is_csrf_exempt(request)
+    ):
+        # A cookie rides along on cross-site requests; a bearer header never
+        # does. So a state-changing request that authenticates by cookie must
+        # come from a trusted origin, on host applications' routes too.
+        auth.origins.check(request)
     queued = pending(request)
     now = auth.clock.now()
     if allow_cache and not bearer and auth.cache_enabled:

@@ -163,6 +163,10 @@ class CookieSettings(_Section):
         "better-auth.session-token"
     )
     options: CookieOptions = CookieOptions()
+    #: ``__Host-`` instead of ``__Secure-`` on every cookie name: browsers
+    #: then refuse the cookie from any other host (a sibling subdomain cannot
+    #: set or shadow it). Needs secure cookies, path "/" and no domain.
+    host_prefix: bool = False
 
 
 class CookieCacheSettings(_Section):
@@ -204,6 +208,8 @@ class Settings(BaseSettings):
     secrets: list[SecretStr] = Field(default_factory=list)
     trusted_origins: list[str] = Field(default_factory=list)
     trusted_proxies: list[str] = Field(default_factory=list)
+    #: /docs, /redoc and /openapi.json; None = on except in production.
+    docs: bool | None = None
     store_tokens: bool = False
     #: Fernet key (urlsafe base64, 32 bytes) for provider tokens at rest.
     encryption_key: SecretStr | None = None
@@ -224,6 +230,14 @@ class Settings(BaseSettings):
                 )
         if self.environment == "production" and not self.secrets:
             raise ValueError(f"secrets: {MISSING_SECRETS}")
+        cookie = self.cookie
+        if cookie.host_prefix and not (
+            self.secure_cookies and cookie.options.path == "/" and cookie.options.domain is None
+        ):
+            raise ValueError(
+                "cookie.host_prefix: needs secure cookies (production or an https base_url), "
+                "cookie.options.path / and no cookie.options.domain"
+            )
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
                 "database_url: use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
@@ -234,6 +248,10 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """The configured secrets (possibly none: see api.signing_secrets)."""
         return [s.get_secret_value() for s in self.secrets]
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.docs if self.docs is not None else self.environment != "production"
 
     @property
     def is_postgres(self) -> bool:

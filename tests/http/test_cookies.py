@@ -9,7 +9,11 @@ import hmac
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
+
 from ledger.clock import ManualClock
+from ledger.config import load_settings
+from ledger.errors import ConfigError
 from tests.http.conftest import SECRET, Service, cookie_named, set_cookies
 
 TOKEN = "better-auth.session-token"
@@ -116,3 +120,50 @@ async def test_large_sessions_chunk_the_cookie_cache(service: Service) -> None:
     after = await service.client.get("/api/auth/get-session")
     assert after.headers["x-session-source"] == "store"
     assert after.json()["session"]["notes"] == "y" * 7000
+
+
+async def test_host_prefix_for_a_single_host(make_service: Any, sqlite_url: str) -> None:
+    overrides = {"base_url": "https://auth.example.com", "cookie": {"host_prefix": True}}
+    async with make_service(sqlite_url, **overrides) as svc:
+        client = svc.new_client(origin="https://auth.example.com")
+        response = await client.post(
+            "/api/auth/sign-up/email",
+            json={"email": "h@example.com", "password": "long enough pw", "rememberMe": False},
+        )
+        assert response.status_code == 200, response.text
+        names = {c.split("=", 1)[0] for c in set_cookies(response)}
+        assert names == {
+            "__Host-better-auth.session-token",
+            "__Host-better-auth.session_data",
+            "__Host-better-auth.dont_remember",
+        }
+        for cookie in set_cookies(response):
+            assert "Secure" in attributes(cookie)
+            assert attributes(cookie)["Path"] == "/"
+            assert "Domain" not in attributes(cookie)
+        # The prefixed cookie is what the service reads back (sent by hand:
+        # the test client keeps Secure cookies for https only).
+        token = cookie_named(response, "__Host-better-auth.session-token")
+        assert token is not None
+        browser = svc.new_client(cookie=token.split(";")[0])
+        session = (await browser.get("/api/auth/get-session")).json()
+        assert session["user"]["email"] == "h@example.com"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"cookie": {"host_prefix": True}},  # http base URL, not production: not secure
+        {
+            "base_url": "https://auth.example.com",
+            "cookie": {"host_prefix": True, "options": {"domain": "example.com"}},
+        },
+        {
+            "base_url": "https://auth.example.com",
+            "cookie": {"host_prefix": True, "options": {"path": "/app"}},
+        },
+    ],
+)
+def test_host_prefix_refuses_what_browsers_would_reject(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"cookie\.host_prefix"):
+        load_settings(secrets=[SECRET], **overrides)
