@@ -105,15 +105,6 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def server_process(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """Like ``server``, with the server's process id."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with running_server(tmp_path, server_env(tmp_path, base), port, base) as process:
-        yield base, process.pid
-
-
-@pytest.fixture
 def default_server(tmp_path: Path) -> Iterator[int]:
     """``serve`` exactly as the README's first command runs it: no settings at
     all (SQLite in the working directory, development secret). The port."""
