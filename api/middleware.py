@@ -25,35 +25,48 @@ MAX_COOKIE_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
 
-class SessionCookieMiddleware:
+Headers = list[tuple[bytes, bytes]]
+
+
+class _ResponseHeaders:
+    """Pure ASGI middleware that may rewrite each response's headers."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        """The new headers, or None to leave them as they are."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_cookies(message: Message) -> None:
+        async def rewriting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state = scope.get("state") or {}
-                queued = state.get(PENDING_KEY)
-                if isinstance(queued, Pending) and queued:
-                    headers = list(message.get("headers", []))
-                    if queued.cookies:
-                        # The cookies carry the session token: no cache may keep them.
-                        headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-                        headers.append((b"cache-control", b"no-store"))
-                    headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
-                    headers += [
-                        (k.encode("latin-1"), v.encode("latin-1"))
-                        for k, v in queued.headers.items()
-                    ]
-                    state[PENDING_KEY] = Pending()
+                headers = self.rewrite(scope, list(message.get("headers", [])))
+                if headers is not None:
                     message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        await self.app(scope, receive, rewriting_send)
+
+
+class SessionCookieMiddleware(_ResponseHeaders):
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        state = scope.get("state") or {}
+        queued = state.get(PENDING_KEY)
+        if not isinstance(queued, Pending) or not queued:
+            return None
+        if queued.cookies:
+            # The cookies carry the session token: no cache may keep them.
+            headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+            headers.append((b"cache-control", b"no-store"))
+        headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in queued.headers.items()]
+        state[PENDING_KEY] = Pending()
+        return headers
 
 
 class LimitsMiddleware:
@@ -145,27 +158,13 @@ _ALWAYS = [
 ]
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in _ALWAYS if k not in names]
-                json = any(
-                    k.lower() == b"content-type" and v.startswith(b"application/json")
-                    for k, v in headers
-                )
-                if json and b"content-security-policy" not in names:
-                    headers.append((b"content-security-policy", _JSON_CSP))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+class SecurityHeadersMiddleware(_ResponseHeaders):
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        names = {k.lower() for k, _ in headers}
+        headers += [(k, v) for k, v in _ALWAYS if k not in names]
+        json = any(
+            k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers
+        )
+        if json and b"content-security-policy" not in names:
+            headers.append((b"content-security-policy", _JSON_CSP))
+        return headers
