@@ -42,7 +42,7 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(wrapper())
     except LedgerError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as exc:
         if not unavailable(exc):
