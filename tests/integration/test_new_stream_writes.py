@@ -34,6 +34,7 @@ from ledger.events import (
 from ledger.session import CreateSession, RevokeSession, RotateToken, decide, evolve
 from ledger.store import EventStore, InlineProjection, StreamAppend
 from projections.audit_ips import AuditIpProjection
+from projections.freshness import parse_changes
 from projections.runner import NotifyOnAppend
 from projections.schema import retired_tokens, sessions
 from projections.session_table import (
@@ -182,8 +183,56 @@ async def test_the_notification_carries_the_last_position(
             "n", 0, session_events("n", now, ip=None, story="create rotate"), metadata=META
         )
         payload = await asyncio.wait_for(received.get(), timeout=5)
-        assert payload == str(recorded[-1].position)
+        # The last position, then each session with its new version
+        # (projections.freshness reads them).
+        assert payload == f"{recorded[-1].position} n:{recorded[-1].stream_version}"
+        assert parse_changes(payload) == (recorded[-1].position, [("n", 2)])
         assert received.empty()  # once per append, not once per event
+    finally:
+        await listener.close()
+
+
+async def test_notifications_of_big_appends_name_every_session_in_chunks(
+    pg_engine: AsyncEngine, pg_url: str, clock: ManualClock
+) -> None:
+    """200 new sessions in one append (as data), then all 200 revoked in one
+    append (on the connection: more than 32 existing streams): each time,
+    payloads under PostgreSQL's 8,000 bytes that together name every session
+    with its new version, each chunk with the last position of its own."""
+    listener = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+    received: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("ledger_events", lambda *args: received.put_nowait(args[3]))
+    store = EventStore(
+        pg_engine, clock=clock, inline_projections=[SessionTableProjection(), NotifyOnAppend()]
+    )
+    ids = [f"big-{i:03d}" for i in range(200)]
+    now = clock.now() + timedelta(seconds=1)
+    try:
+        for story in ("create", "revoke"):
+            appends = [
+                StreamAppend(
+                    sid,
+                    0 if story == "create" else 1,
+                    session_events(sid, now, ip=None, story="create revoke")[
+                        slice(0, 1) if story == "create" else slice(1, 2)
+                    ],
+                    "u1",
+                )
+                for sid in ids
+            ]
+            recorded = await store.append_batch(appends, metadata=META)
+            position = {r.stream_id: r.position for r in recorded}
+            seen: dict[str, int] = {}
+            while len(seen) < len(ids):
+                payload = await asyncio.wait_for(received.get(), timeout=5)
+                assert len(payload.encode()) < 8000
+                parsed = parse_changes(payload)
+                assert parsed is not None
+                last, changes = parsed
+                assert last == max(position[sid] for sid, _ in changes)
+                seen |= dict(changes)
+            assert seen == dict.fromkeys(ids, 1 if story == "create" else 2)
+        assert received.empty()
     finally:
         await listener.close()
 
