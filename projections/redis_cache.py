@@ -324,8 +324,9 @@ class RedisSessionCache:
     async def _evalsha(self, name: str, *args: Any) -> Any:
         """One script call; scripts are reloaded once when Redis lost them
         (a restart, SCRIPT FLUSH)."""
+        sha = self._shas.get(name) or await self._sha(name)
         try:
-            return await self._command("EVALSHA", await self._sha(name), *args)
+            return await self._command("EVALSHA", sha, *args)
         except NoScriptError:
             await self._load_scripts()
             return await self._command("EVALSHA", self._shas[name], *args)
@@ -349,27 +350,26 @@ class RedisSessionCache:
         """The cached state of the session holding this token (and, with
         ``with_user``, its user's record) in one round trip once the token's
         owner is known; None on a miss."""
-        keys = await self.read_keys()
-        owner = await self.owner_of(keys, token_hash)
+        # The hot path: no await but the round trip while the generation
+        # and the token's owner are remembered.
+        keys = self._read_keys
+        if keys is None or time.monotonic() - self._read_keys_at > GENERATION_CACHE_SECONDS:
+            keys = await self.read_keys()
+        owner = self._owners.get(token_hash) or await self.owner_of(keys, token_hash)
         if owner is None:
             return None
         sid, uid = owner
-        user: bytes | None = None
-        age: int | None = None
-        if with_user:
-            answer = await self._evalsha("read", 2, keys.state(uid, sid), keys.user(uid))
-            if answer is None:
-                return None
-            raw = cast("bytes", answer[0])
-            if len(answer) == 3 and int(answer[2]) > 0:
-                user, age = answer[1], max(0, USER_RECORD_SECONDS * 1000 - int(answer[2]))
-        else:
+        if not with_user:
             # The client is built with decode_responses=False: values are bytes.
-            got = cast("bytes | None", await self._command("GET", keys.state(uid, sid)))
-            if got is None:
-                return None
-            raw = got
-        return CacheHit(self._decode(sid, raw), user, age)
+            raw = cast("bytes | None", await self._command("GET", keys.state(uid, sid)))
+            return None if raw is None else CacheHit(self._decode(sid, raw))
+        answer = await self._evalsha("read", 2, keys.state(uid, sid), keys.user(uid))
+        if answer is None:
+            return None
+        state = self._decode(sid, answer[0])
+        if len(answer) == 3 and int(answer[2]) > 0:
+            return CacheHit(state, answer[1], max(0, USER_RECORD_SECONDS * 1000 - int(answer[2])))
+        return CacheHit(state)
 
     def _decode(self, sid: str, raw: bytes) -> SessionState:
         # Hot sessions are read far more often than they change: reuse the

@@ -52,9 +52,14 @@ def pack(args: tuple[object, ...]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.reader = hiredis.Reader()
+        self.timeout = timeout
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        #: When each request in ``waiting`` was sent (loop time).
+        self.sent_at: deque[float] = deque()
+        #: One timer for all requests: it looks at the oldest (see _check).
+        self._watch: asyncio.TimerHandle | None = None
         # asyncio's or uvloop's (which is no asyncio.Transport subclass).
         self.transport: Any = None
         self.lost = False
@@ -72,7 +77,8 @@ class _Protocol(asyncio.Protocol):
                 self.close(RedisConnectionError("unexpected reply from Redis"))
                 return
             future = self.waiting.popleft()
-            if future.done():  # its caller timed out (the connection closes)
+            self.sent_at.popleft()
+            if future.done():  # its caller was cancelled
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
@@ -92,6 +98,10 @@ class _Protocol(asyncio.Protocol):
         self._fail(error)
 
     def _fail(self, error: Exception) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.sent_at.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -99,10 +109,29 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, data: bytes) -> asyncio.Future[Any]:
         assert self.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append(future)
+        self.sent_at.append(loop.time())
         self.transport.write(data)
+        if self._watch is None:
+            self._watch = loop.call_at(loop.time() + self.timeout, self._check)
         return future
+
+    def _check(self) -> None:
+        """The oldest request unanswered for ``timeout``: the connection is
+        closed (every request on it fails, the order of later replies could
+        not be trusted). Else look again when the oldest one would be due.
+        One timer per connection, not one per request."""
+        self._watch = None
+        if self.lost or not self.sent_at:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.sent_at[0] + self.timeout
+        if loop.time() >= due:
+            self.close(RedisTimeoutError("Redis did not answer in time"))
+        else:
+            self._watch = loop.call_at(due, self._check)
 
 
 class WireConnection:
@@ -132,17 +161,7 @@ class WireConnection:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        future = protocol.send(pack(args))
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.timeout, self._timed_out, protocol, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def _timed_out(self, protocol: _Protocol, future: asyncio.Future[Any]) -> None:
-        if not future.done():
-            protocol.close(RedisTimeoutError("Redis did not answer in time"))
+        return await protocol.send(pack(args))
 
     async def _connect(self) -> _Protocol:
         # One connect at a time: concurrent callers wait for the same one.
@@ -171,10 +190,13 @@ class WireConnection:
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        timeout = self.timeout
         if self.path is not None:
-            _, protocol = await loop.create_unix_connection(_Protocol, self.path)
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(timeout), self.path)
         else:
-            _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(timeout), self.host, self.port
+            )
         try:
             if self.password is not None:
                 auth = (self.username, self.password) if self.username else (self.password,)
