@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -64,35 +65,23 @@ def database(backend: str) -> Iterator[str]:
 
 
 @contextmanager
-def service(database_url: str, **env: str) -> Iterator[str]:
-    """``session-ledger serve`` in a subprocess; yields its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+def _cli(args: list[str], database_url: str, **env: str) -> Iterator[tuple[Any, Any]]:
+    """``session-ledger <args>`` in a subprocess on the bench's settings;
+    yields (the process, its log file); terminated after."""
     environment = {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
         "SESSION_LEDGER_DATABASE_URL": database_url,
-        "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
         **env,
     }
-    command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    command = [str(Path(sys.executable).parent / "session-ledger"), *args]
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError("service did not start:\n" + log.read().decode())
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            yield base
+            yield process, log
         finally:
             process.terminate()
             try:
@@ -102,30 +91,32 @@ def service(database_url: str, **env: str) -> Iterator[str]:
 
 
 @contextmanager
+def service(database_url: str, **env: str) -> Iterator[str]:
+    """``session-ledger serve`` in a subprocess; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port)]
+    with _cli(args, database_url, SESSION_LEDGER_BASE_URL=base, **env) as (process, log):
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError("service did not start:\n" + log.read().decode())
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield base
+
+
+@contextmanager
 def worker(database_url: str, *args: str, **env: str) -> Iterator[None]:
     """``session-ledger worker`` in a subprocess (with Redis: the projector
     that keeps the cache's checkpoint, without which no service believes
     Redis; see projections.freshness)."""
-    environment = {
-        **os.environ,
-        "SESSION_LEDGER_ENVIRONMENT": "test",
-        "SESSION_LEDGER_DATABASE_URL": database_url,
-        "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
-        **env,
-    }
-    command = [str(Path(sys.executable).parent / "session-ledger"), "worker", *args]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with _cli(["worker", *args], database_url, **env):
+        yield
 
 
 def sign_up(base: str, email: str = "bench@example.com") -> dict[str, str]:

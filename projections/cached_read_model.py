@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from projections.freshness import CacheFreshness
 from projections.redis_cache import (
     FILL_DEADLINE_SECONDS,
     CacheHit,
+    Keys,
     RateLimitedWarning,
     RedisSessionCache,
 )
@@ -141,33 +142,38 @@ class CachedSessionReadModel:
 
     async def user_loaded(self, user: UserRecord, started: float) -> None:
         """A user record read from the store (started at ``started``,
-        monotonic): cache it beside the user's sessions. Dropped when the
-        read took longer than a fill may (see FILL_DEADLINE_SECONDS)."""
-        if time.monotonic() < self._paused_until:
-            return
-        try:
-            keys = await self.cache.read_keys()
-            if time.monotonic() - started > FILL_DEADLINE_SECONDS:
-                return
-            await self.cache.put_user(keys, user.id, encode_user(user))
-        except (RedisError, OSError) as exc:
-            self._failed("user fill", exc)
+        monotonic): cache it beside the user's sessions."""
+        await self._fill_with(
+            "user fill", started, lambda keys: self.cache.put_user(keys, user.id, encode_user(user))
+        )
 
     # ------------------------------------------------------------- helpers
 
     async def _fill(self, state: SessionState, token_hash: str, started: float) -> None:
         """Write the database's answer back (version-checked), so the next
-        request is a hit. A fill that took too long is dropped: a revoke may
-        have come and its tombstone gone since we read the database."""
+        request is a hit."""
+        await self._fill_with(
+            "fill",
+            started,
+            lambda keys: self.cache.put_states([keys], [state], {token_hash: state.session_id}),
+        )
+
+    async def _fill_with(
+        self, what: str, started: float, write: Callable[[Keys], Awaitable[object]]
+    ) -> None:
+        """Write what the store answered (read from ``started``, monotonic)
+        to the live generation. A fill that took too long is dropped: a
+        revoke may have come and its tombstone gone (a change been made and
+        forgotten) since the store was read (FILL_DEADLINE_SECONDS)."""
         if time.monotonic() < self._paused_until:
             return
         try:
             keys = await self.cache.read_keys()
             if time.monotonic() - started > FILL_DEADLINE_SECONDS:
                 return
-            await self.cache.put_states([keys], [state], {token_hash: state.session_id})
+            await write(keys)
         except (RedisError, OSError) as exc:
-            self._failed("fill", exc)
+            self._failed(what, exc)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE

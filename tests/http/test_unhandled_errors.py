@@ -48,14 +48,20 @@ def app() -> FastAPI:
     return application
 
 
+async def raised(kind: str, caplog: pytest.LogCaptureFixture) -> httpx.Response:
+    """The answer to a request whose route raises ``RAISED[kind]``; ASGITransport
+    would raise what reached it instead."""
+    transport = httpx.ASGITransport(app=app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with caplog.at_level(logging.WARNING):
+            return await client.get(f"/raise/{kind}")
+
+
 @pytest.mark.parametrize("kind", ["refused", "starting", "lost", "full", "redis"])
 async def test_an_unreachable_dependency_is_503_with_retry_after(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport = httpx.ASGITransport(app=app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with caplog.at_level(logging.WARNING):
-            response = await client.get(f"/raise/{kind}")
+    response = await raised(kind, caplog)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["code"] == "SERVICE_UNAVAILABLE"
@@ -67,10 +73,7 @@ async def test_an_unreachable_dependency_is_503_with_retry_after(
 async def test_a_bug_is_500_logged_once_with_its_traceback(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport = httpx.ASGITransport(app=app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with caplog.at_level(logging.WARNING):
-            response = await client.get(f"/raise/{kind}")
+    response = await raised(kind, caplog)
     assert response.status_code == 500
     assert response.json() == {"code": "INTERNAL_SERVER_ERROR", "message": "internal server error"}
     assert [r.levelname for r in caplog.records] == ["ERROR"]

@@ -3,8 +3,6 @@ retry reads the store, not the cache that answered (issue 14, items 1-2)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,13 +15,14 @@ from projections.session_table import SqlSessionReadModel
 from tests.service.conftest import make_ledger
 
 
-class StaleCache:
-    """A read model whose cached answer is a snapshot taken before another
-    process changed the session (an after-commit write still in flight, or
-    Redis refusing writes); reads with ``fresh=True`` go to the table."""
+class StaleCache(SqlSessionReadModel):
+    """The table, but a token lookup that may read through the "cache"
+    answers from a snapshot taken before another process changed the
+    session (an after-commit write still in flight, or Redis refusing
+    writes); with ``fresh=True`` it reads the table."""
 
-    def __init__(self, sql: SqlSessionReadModel, snapshot: dict[str, SessionState]) -> None:
-        self.sql = sql
+    def __init__(self, engine: AsyncEngine, snapshot: dict[str, SessionState]) -> None:
+        super().__init__(engine)
         self.snapshot = snapshot
         self.fresh: list[bool] = []
 
@@ -32,16 +31,7 @@ class StaleCache:
         self.fresh.append(fresh)
         if not fresh and token_hash in self.snapshot:
             return self.snapshot[token_hash]
-        return await self.sql.by_token_hash(token_hash)
-
-    async def by_id(self, session_id: str) -> SessionState | None:
-        return await self.sql.by_id(session_id)
-
-    async def by_ids(self, session_ids: Sequence[str]) -> list[SessionState]:
-        return await self.sql.by_ids(session_ids)
-
-    async def active_for_user(self, user_id: str, now: datetime) -> list[SessionState]:
-        return await self.sql.active_for_user(user_id, now)
+        return await super().by_token_hash(token_hash)
 
 
 async def _expired_elsewhere(
@@ -56,7 +46,7 @@ async def _expired_elsewhere(
     clock.advance(days=31)
     expired = decide(before, ExpireSession(), clock.now(), worker.policy)
     await worker.store.append(view.id, before.version, expired)
-    cache = StaleCache(sql, {hash_token(token): before})
+    cache = StaleCache(engine, {hash_token(token): before})
     service = SessionLedger(store=worker.store, read_model=cache, policy=worker.policy, clock=clock)
     return service, cache, token
 
@@ -81,7 +71,7 @@ async def test_sign_out_after_a_conflict_reads_the_store(
     before = await sql.by_token_hash(hash_token(token))
     assert before is not None
     await other.update_session(token, {"theme": "dark"})  # another process moved it on
-    cache = StaleCache(sql, {hash_token(token): before})
+    cache = StaleCache(engine, {hash_token(token): before})
     service = SessionLedger(store=other.store, read_model=cache, policy=other.policy, clock=clock)
     assert await service.sign_out(token)
     assert cache.fresh == [False, True]
