@@ -6,7 +6,9 @@ Process A and process B are two ``session-ledger serve`` (uvicorn) processes
 on the same database: PostgreSQL (B hears the revocation by NOTIFY) or one
 SQLite file (B's feed looks for commits every 5 ms with PRAGMA data_version
 and then reads the ledger's tail). Per trial: sign in on A (the response carries the
-cookie cache), check that B answers get-session *from the cookie cache*,
+cookie cache), check that B answers get-session *from the cookie cache*
+(after one store read there: a process serves cookie-cache hits only for
+sessions it saw the store vouch for),
 then poll B back to back with those cookies while A revokes the session.
 The latency is the time from sending the revoke to A until the first B
 response that rejects the cached session (``null``); also reported from the
@@ -39,6 +41,9 @@ async def trial(a: str, b: str, client: httpx.AsyncClient) -> tuple[float, float
     )
     signed_in.raise_for_status()
     cookies = {"cookie": cookie_header(dict(signed_in.cookies)), "origin": a}
+    # B serves a cookie-cache hit only for a session it saw the store vouch
+    # for (api.validated_sessions): one store read first.
+    await client.get(f"{b}/api/auth/get-session", headers=cookies)
     first = await client.get(f"{b}/api/auth/get-session", headers=cookies)
     assert first.headers["x-session-source"] == "cookie-cache", first.headers
     session_id = first.json()["session"]["id"]
