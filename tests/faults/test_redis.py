@@ -109,5 +109,9 @@ async def test_redis_flushall_and_fills_keep_their_pointers(fault_rig: Rig) -> N
 
 async def test_verify_command_finds_nothing(fault_rig: Rig) -> None:
     """After every scenario: ``session-ledger verify --ledger --projections``."""
+    acks = fault_rig.load.acks  # the load did acknowledge every kind of write
+    assert acks.sign_ins
+    assert acks.updates
+    assert acks.ended
     verified = await asyncio.to_thread(fault_rig.dep.cli, "verify", "--ledger", "--projections")
     assert verified.returncode == 0, verified.stdout + verified.stderr

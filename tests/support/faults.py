@@ -216,6 +216,8 @@ async def check(
 def assert_clean(outcome: Outcome) -> None:
     """Nothing acknowledged lost, no ended session accepted, verify clean,
     and no 5xx but 503 (a dependency down) while the fault lasted."""
+    unexpected = {k: n for k, n in outcome.errors.items() if k[1] == 400}
+    assert unexpected == {}, unexpected  # the load's own requests are all valid
     assert outcome.lost == [], outcome.lost[:10]
     assert outcome.violations == [], outcome.violations[:10]
     assert outcome.ledger_problems == [], outcome.ledger_problems[:10]

@@ -33,6 +33,11 @@ from tests.support.postgres import PostgresProcess
 from tests.support.redis import RedisProcess
 
 PREFIX = "faults:"
+#: The session field the load's update-session sets (clients may set only
+#: declared fields).
+LOAD_SETTINGS = {
+    "SESSION_LEDGER_SESSION__ADDITIONAL_FIELDS": '{"n": {"type": "number"}}',
+}
 #: Sessions signed in with remember-me off end this fast (the expiry scenarios).
 SHORT_SESSION_SECONDS = 3
 
@@ -98,6 +103,7 @@ async def rig(workdir: Path, timing: Timing | None = None, **load: Any) -> Async
                 "SESSION_LEDGER_SESSION__SHORT_SESSION_EXPIRES_IN": str(SHORT_SESSION_SECONDS),
                 # Sweeps of several batches: a leader can be killed in the middle of one.
                 "SESSION_LEDGER_WORKER__EXPIRY_BATCH_SIZE": "200",
+                **LOAD_SETTINGS,
             },
         )
         await asyncio.to_thread(dep.start)
@@ -334,7 +340,7 @@ async def sqlite_full_disk(disk: SmallDisk, workdir: Path, timing: Timing) -> Ou
     """Two services and a worker on one SQLite file whose disk fills up."""
     url = sqlite_file_url(disk.path / "ledger.db")
     await migrate(url)
-    dep = Deployment(database_url=url, workdir=workdir, worker_count=1)
+    dep = Deployment(database_url=url, workdir=workdir, worker_count=1, overrides=LOAD_SETTINGS)
     engine = make_engine(url)
     load = Load(dep, users=3, devices_per_user=2, seed=11)
     try:
