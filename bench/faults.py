@@ -13,8 +13,9 @@ sign-out, revoke-other-sessions, sign-in). Per scenario:
   whose session another device of its user revoked: the load, not the
   fault), and connection errors by service;
 * recovery: from healing the fault until both services serve a store read;
-* cache catch-up: from the end of the load until the runner's checkpoint
-  reached the ledger's head;
+* cache catch-up: from healing the fault until the runner's checkpoint
+  reached what the ledger held at that moment (after a FLUSHALL or a
+  restart of Redis: the rebuild);
 * lost acknowledged actions, stale accepts (both must be 0), and how often,
   and for how long at most, the *other* service's cookie cache accepted a
   session right after its end was acknowledged (its change feed had not

@@ -63,7 +63,9 @@ class Rig:
     canary: Canary
     timing: Timing = field(default_factory=Timing)
 
-    async def scenario(self, name: str, fault: Step, heal: Step, **phases: float) -> Outcome:
+    async def scenario(
+        self, name: str, fault: Step, heal: Step, *, instant: bool = False, **phases: float
+    ) -> Outcome:
         timing = {"before": self.timing.before, "hold": self.timing.hold}
         timing |= {"after": self.timing.after} | phases
         return await run_scenario(
@@ -75,6 +77,7 @@ class Rig:
             fault=fault,
             heal=heal,
             cache=self.cache,
+            instant=instant,
             **timing,
         )
 
@@ -201,7 +204,7 @@ async def redis_flushall(rig: Rig) -> Outcome:
     async def flush() -> None:
         await rig.redis_admin.flushall()
 
-    return await rig.scenario("redis FLUSHALL", flush, nothing, hold=1.0)
+    return await rig.scenario("redis FLUSHALL", flush, nothing, instant=True, hold=1.0)
 
 
 # -------------------------------------------------------------- processes
