@@ -58,8 +58,11 @@ from projections.redis_cache import FILL_DEADLINE_SECONDS
 #: Entries outlive every fill that may still land after a change, plus the
 #: checkpoint's refresh interval (see the module docstring).
 RETAIN_SECONDS = 2 * FILL_DEADLINE_SECONDS + 5
-#: Beyond this many entries, stop believing Redis instead of tracking more.
-MAX_ENTRIES = 200_000
+#: Beyond this many entries, stop believing Redis instead of tracking more
+#: (until the checkpoint catches up). Also what bounds the memory of a
+#: process that hears appends but never reads, and so never prunes (a
+#: worker, an idle service): about 10 MB.
+MAX_ENTRIES = 50_000
 CHECKPOINT_REFRESH = 0.25
 
 Change = tuple[str, int]
