@@ -22,7 +22,7 @@ from api.audit_routes import audit_router
 from api.bootstrap import Container, build
 from api.deps import STATE_KEY, Auth
 from api.errors import install_error_handlers
-from api.middleware import LimitsMiddleware, SessionCookieMiddleware
+from api.middleware import LimitsMiddleware, RateLimitMiddleware, SessionCookieMiddleware
 from api.routes import health_router, router
 from ledger.clock import Clock
 from ledger.config import Settings, load_settings
@@ -34,8 +34,10 @@ ContainerFactory = Callable[[Settings], Awaitable[Container]]
 def install(app: FastAPI) -> None:
     """Error handlers and middleware of the service, on any FastAPI app."""
     install_error_handlers(app)
-    # Order: Limits is outermost (added last), so nothing runs for an oversized request.
+    # Order: Limits is outermost (added last), so nothing runs for an
+    # oversized request; then the rate limits, before any route.
     app.add_middleware(SessionCookieMiddleware)
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(LimitsMiddleware)
 
 

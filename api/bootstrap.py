@@ -37,6 +37,8 @@ class Container:
     runner: ProjectionRunner | None = None
 
     async def close(self) -> None:
+        if isinstance(self.ledger.users, SqlUserStore):
+            self.ledger.users.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -58,7 +60,7 @@ async def build(
         await upgrade(engine)
     if users is None and builtin_users:
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-        users = SqlUserStore(engine, TokenBox(key), clock=clock)
+        users = SqlUserStore(engine, TokenBox(key), clock=clock, password=settings.password)
     store = EventStore(
         engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
     )

@@ -35,8 +35,12 @@ from api.cookie_cache import CachedSession, CookieCache
 from api.cookies import CookieJar
 from api.csrf import OriginCheck
 from api.errors import ApiError
+from api.metrics import ServiceMetrics
+from api.rate_limit import RateLimiter
 from api.revocations import RevocationFeed
+from api.sign_in_guard import SignInGuard
 from api.users.store import SqlUserStore
+from ledger.attempts import SignInAttempts
 from ledger.clock import Clock
 from ledger.config import Settings
 from ledger.service import Payload, RequestContext, SessionLedger, SessionView
@@ -77,12 +81,18 @@ class Auth:
     revocations: RevocationFeed
     client_ip: ClientIp
     origins: OriginCheck
+    limiter: RateLimiter
+    guard: SignInGuard
+    metrics: ServiceMetrics
 
     @classmethod
     def create(cls, container: Container) -> Auth:
         settings = container.settings
         signer = Signer(settings.secret_values)
         jar = CookieJar(settings, signer)
+        metrics = ServiceMetrics()
+        limiter = RateLimiter(settings, metrics)
+        attempts = SignInAttempts(container.store, settings.secret_values[0], container.clock)
         return cls(
             container=container,
             signer=signer,
@@ -98,6 +108,9 @@ class Auth:
             ),
             client_ip=ClientIp(settings.trusted_proxies),
             origins=OriginCheck(settings.base_url, settings.trusted_origins),
+            limiter=limiter,
+            guard=SignInGuard(limiter, attempts, metrics),
+            metrics=metrics,
         )
 
     @property
@@ -132,6 +145,7 @@ class Auth:
         await self.revocations.start()
 
     async def stop(self) -> None:
+        await self.limiter.close()
         await self.revocations.stop()
         callbacks = self.container.store.after_commit
         if self.revocations.on_commit in callbacks:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, RetryLaterError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "INVALID_EMAIL": 400,
     "VALIDATION_ERROR": 400,
     "USER_NOT_FOUND": 404,
+    "PASSWORD_TOO_WEAK": 400,
+    "TOO_MANY_REQUESTS": 429,
+    "SERVER_BUSY": 503,
     "LEDGER_ERROR": 503,
 }
 
@@ -89,7 +92,14 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _ledger_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LedgerError)
     code = "VALIDATION_ERROR" if exc.code == "INVALID_COMMAND" else exc.code
-    return error_response(status_for(exc), code, exc.message)
+    headers = retry_headers(exc.retry_after) if isinstance(exc, RetryLaterError) else None
+    return error_response(status_for(exc), code, exc.message, headers)
+
+
+def retry_headers(seconds: int) -> dict[str, str]:
+    """``Retry-After`` (HTTP) and ``X-Retry-After`` (what BetterAuth sends)."""
+    value = str(max(1, seconds))
+    return {"retry-after": value, "x-retry-after": value}
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

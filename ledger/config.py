@@ -100,6 +100,82 @@ class WorkerSettings(_Section):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
 
 
+# ------------------------------------------------- abuse resistance (issue 15)
+
+
+class RateLimitRule(_Section):
+    """At most ``max`` requests in any ``window`` seconds (a moving window)."""
+
+    window: PositiveSeconds
+    max: Annotated[int, Field(gt=0)]
+
+
+def _default_rules() -> dict[str, RateLimitRule | None]:
+    # BetterAuth's special rules: /sign-in* and /sign-up* at 3 per 10 s.
+    return {
+        "/sign-in/*": RateLimitRule(window=10, max=3),
+        "/sign-up/*": RateLimitRule(window=10, max=3),
+    }
+
+
+def _default_account_limits() -> list[RateLimitRule]:
+    # Tiers: the longer the run of failures, the longer the wait.
+    return [RateLimitRule(window=60, max=5), RateLimitRule(window=15 * 60, max=10)]
+
+
+class RateLimitSettings(_Section):
+    """Request limits per client IP (BetterAuth's ``rateLimit``) and failed
+    sign-ins per account."""
+
+    #: None: on in production, off in development and test (as in BetterAuth).
+    enabled: bool | None = None
+    #: Every /api/auth route: ``max`` requests per ``window`` seconds per IP and path.
+    window: PositiveSeconds = 60
+    max: Annotated[int, Field(gt=0)] = 100
+    #: Paths under /api/auth (exact, or a prefix ending in ``*``) with their
+    #: own rule instead of window / max; null exempts a path.
+    custom_rules: dict[str, RateLimitRule | None] = Field(default_factory=_default_rules)
+    #: Where counters live: None = Redis when ``redis.url`` is set (shared by
+    #: every process), else memory (this process only).
+    storage: Literal["memory", "redis"] | None = None
+    #: IPv6 clients share one counter per network of this prefix length.
+    ipv6_subnet: Annotated[int, Field(ge=1, le=128)] = 64
+    #: Failed sign-ins per account (email), whatever the IP: past a tier,
+    #: the account waits until that tier's window frees (a throttle, never
+    #: a lockout). A success clears them.
+    account_failures: list[RateLimitRule] = Field(default_factory=_default_account_limits)
+    #: Throttled attempts recorded in the ledger per account and window;
+    #: the others are only counted (metric).
+    throttled_recorded: RateLimitRule = RateLimitRule(window=15 * 60, max=1)
+
+
+class PasswordSettings(_Section):
+    """Password policy and hashing (the built-in user store)."""
+
+    #: BetterAuth's minPasswordLength / maxPasswordLength.
+    min_length: Annotated[int, Field(ge=1, le=128)] = 8
+    max_length: Annotated[int, Field(ge=8, le=1024)] = 128
+    #: zxcvbn score (0-4) a new password must reach.
+    min_score: Annotated[int, Field(ge=0, le=4)] = 2
+    #: argon2id parameters: OWASP's first recommended set (19 MiB, 2 passes,
+    #: 1 lane). Hashes made with other parameters are redone at sign-in.
+    hash_memory_kib: Annotated[int, Field(ge=8, le=4 * 1024 * 1024)] = 19 * 1024
+    hash_time_cost: Annotated[int, Field(ge=1, le=100)] = 2
+    hash_parallelism: Annotated[int, Field(ge=1, le=64)] = 1
+    #: Hashes computed at once (threads); None = the number of CPUs.
+    hash_concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
+    #: Requests that may wait for a hashing thread; past it, or after
+    #: ``hash_wait`` seconds, 503 SERVER_BUSY.
+    hash_queue: Annotated[int, Field(ge=0, le=10_000)] = 16
+    hash_wait: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+    @model_validator(mode="after")
+    def _check(self) -> PasswordSettings:
+        if self.min_length > self.max_length:
+            raise ValueError("min_length must not exceed max_length")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SESSION_LEDGER_",
@@ -123,6 +199,8 @@ class Settings(BaseSettings):
     cookie_cache: CookieCacheSettings = CookieCacheSettings()
     redis: RedisSettings = RedisSettings()
     worker: WorkerSettings = WorkerSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    password: PasswordSettings = PasswordSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -141,6 +219,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         values = [s.get_secret_value() for s in self.secrets]
         return values or [DEVELOPMENT_SECRET]
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        enabled = self.rate_limit.enabled
+        return self.environment == "production" if enabled is None else enabled
 
     @property
     def is_postgres(self) -> bool:
