@@ -1,5 +1,5 @@
-"""Audit commands: ``session-ledger audit user|session|ip|active-at|revocations|
-counts|digest`` and ``session-ledger verify-ledger``.
+"""Audit commands: ``session-ledger audit user|session|ip|attempts|active-at|
+revocations|counts|digest`` and ``session-ledger verify-ledger``.
 
 Results stream page by page (one page in memory), as a rich table, JSON (one
 array, written as it goes) or CSV. ``--limit`` caps the rows printed; when
@@ -96,6 +96,16 @@ SIGHTING_COLUMNS: list[Column] = [
     ("session_id", lambda s: s.session_id),
     ("user_id", lambda s: s.user_id),
     ("ip", lambda s: s.ip),
+]
+ATTEMPT_COLUMNS: list[Column] = [
+    ("position", lambda e: e.position),
+    ("recorded_at", lambda e: e.recorded_at.isoformat()),
+    ("user_id", lambda e: e.user_id),
+    ("reason", lambda e: e.reason),
+    ("ip", lambda e: e.ip),
+    ("user_agent", lambda e: e.user_agent),
+    ("email_key", lambda e: str(e.data.get("email_key", ""))[:16]),
+    ("request_id", lambda e: e.request_id),
 ]
 ACTIVE_COLUMNS: list[Column] = [
     ("position", lambda s: s.position),
@@ -287,6 +297,36 @@ def ip_sightings(
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[IpSighting]:
             return await audit.ip_sightings(net, after=a, limit=n, **times)
+
+        await _stream(fetch, out, after, limit)
+
+    _query(database_url, body)
+
+
+@audit_app.command("attempts")
+def sign_in_attempts(
+    user: Annotated[str | None, typer.Option("--user", help="Only this account's.")] = None,
+    ip: Annotated[
+        str | None, typer.Option("--ip", help="Only from this address or CIDR network.")
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    fmt: FormatOption = Format.TABLE,
+    limit: LimitOption = None,
+    after: AfterOption = 0,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Failed sign-ins: reason, account, IP, user agent, and the start of the
+    keyed hash of the email typed (attempts on one unknown email share it)."""
+    times = _checked(lambda: _times(since, until))
+    net = _checked(lambda: parse_network(ip)) if ip is not None else None
+    out = Output(fmt, ATTEMPT_COLUMNS, "failed sign-ins")
+
+    async def body(audit: AuditLog) -> None:
+        async def fetch(a: int, n: int) -> Page[AuditEntry]:
+            return await audit.sign_in_attempts(
+                user_id=user, network=net, after=a, limit=n, **times
+            )
 
         await _stream(fetch, out, after, limit)
 

@@ -1,5 +1,7 @@
-// The "Activity" panel of the demo page: the signed-in user's own session
-// history as a timeline (GET /api/auth/audit/activity) and, for admins, a
+// The "Activity" panel of the demo page: failed sign-ins on the account since
+// the last visit, by network (GET /api/auth/audit/failed-sign-ins), the
+// signed-in user's own history as a timeline (GET /api/auth/audit/activity,
+// failed sign-ins included) and, for admins, a
 // chart of sign-ins / revocations / expiries per day
 // (GET /api/auth/admin/audit/counts). Plain DOM and inline SVG, no library.
 "use strict";
@@ -11,6 +13,7 @@
     { type: "SessionCreated", label: "sign-ins", color: "#2f6fde" },
     { type: "SessionRevoked", label: "revocations", color: "#d9534f" },
     { type: "SessionExpired", label: "expiries", color: "#8a8f99" },
+    { type: "SignInFailed", label: "failed sign-ins", color: "#e0a100" },
   ];
   const LABELS = {
     SessionCreated: "signed in",
@@ -21,6 +24,7 @@
     SessionReauthenticated: "re-authenticated",
     SessionRevoked: "signed out / revoked",
     SessionExpired: "expired",
+    SignInFailed: "failed sign-in",
   };
   const SVG = "http://www.w3.org/2000/svg";
 
@@ -61,11 +65,28 @@
         .filter(Boolean)
         .join(" · ");
       if (details) item.appendChild(el("span", { class: "meta" }, ` — ${details}`));
-      item.appendChild(el("span", { class: "meta" }, ` (session ${e.sessionId.slice(0, 8)}…)`));
+      if (e.type !== "SignInFailed") {
+        item.appendChild(el("span", { class: "meta" }, ` (session ${e.sessionId.slice(0, 8)}…)`));
+      }
       list.appendChild(item);
     }
     if (!items.length) list.appendChild(el("li", {}, "No activity in the last week."));
     return list;
+  }
+
+  // "3 failed sign-ins from 203.0.113.0/24 since your last visit"
+  function failedSignIns(summary) {
+    if (!summary.total) return null;
+    const box = el("div", { class: "failed-sign-ins", role: "alert" });
+    const since = summary.since ? "since your last visit" : "on this account";
+    for (const n of summary.networks) {
+      const plural = n.count === 1 ? "" : "s";
+      const last = new Date(n.lastAt).toLocaleString();
+      box.appendChild(
+        el("p", {}, `${n.count} failed sign-in${plural} from ${n.network} ${since} (last ${last})`),
+      );
+    }
+    return box;
   }
 
   function chart(counts) {
@@ -113,6 +134,9 @@
       return;
     }
     const parts = [el("h2", {}, "Activity")];
+    const failed = await get("/audit/failed-sign-ins").catch(() => null);
+    const warning = failed && failedSignIns(failed);
+    if (warning) parts.push(warning);
     try {
       const mine = await get("/audit/activity?since=7d&limit=500");
       parts.push(timeline(mine.items));
