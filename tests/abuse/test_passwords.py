@@ -163,7 +163,6 @@ async def test_a_sign_in_burst_past_the_hashing_queue_answers_503_server_busy(
             *(svc.client.post("/api/auth/sign-in/email", json=body) for _ in range(8))
         )
     statuses = sorted(a.status_code for a in answers)
-    assert 503 in statuses and 401 in statuses
     assert set(statuses) == {401, 503}
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.json()["code"] == "SERVER_BUSY"
