@@ -10,6 +10,7 @@ the feed and, for a Container we built, closes it.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,12 +23,14 @@ from api.audit_routes import audit_router
 from api.bootstrap import Container, build
 from api.deps import STATE_KEY, Auth
 from api.errors import install_error_handlers
+from api.metrics import METRICS_PORT_ENV
 from api.middleware import LimitsMiddleware, RateLimitMiddleware, SessionCookieMiddleware
 from api.routes import health_router, router
 from ledger.clock import Clock
 from ledger.config import Settings, load_settings
 
 STATIC = Path(__file__).parent / "static"
+
 ContainerFactory = Callable[[Settings], Awaitable[Container]]
 
 
@@ -110,6 +113,12 @@ def create_app(
     return app
 
 
+def get_auth_of(app: FastAPI) -> Auth:
+    auth = getattr(app.state, STATE_KEY)
+    assert isinstance(auth, Auth)
+    return auth
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory (``session-ledger serve``): settings from the environment."""
     app = create_app(load_settings())
@@ -118,6 +127,9 @@ def app_from_env() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with inner(app):
+            port = os.environ.get(METRICS_PORT_ENV)
+            if port:
+                get_auth_of(app).metrics.serve(int(port))
             # Everything built at startup (SQLAlchemy's metadata, pydantic's
             # validators, the routes) lives as long as the process: moved out
             # of the collector's generations, full collections no longer walk

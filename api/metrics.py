@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
+#: Set by ``serve --metrics-port``: the service exposes its metrics there.
+METRICS_PORT_ENV = "SESSION_LEDGER_SERVE_METRICS_PORT"
+
 
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

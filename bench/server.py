@@ -66,6 +66,17 @@ def database(backend: str) -> Iterator[str]:
 @contextmanager
 def service(database_url: str, **env: str) -> Iterator[str]:
     """``session-ledger serve`` in a subprocess; yields its base URL."""
+    with server(database_url, None, env) as (base, _):
+        yield base
+
+
+@contextmanager
+def server(
+    database_url: str, code: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``session-ledger serve`` in a subprocess: (base URL, process). ``code``:
+    run that source tree instead of this one (an older commit, extracted by
+    :func:`checkout`), with this virtualenv's packages."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     environment = {
@@ -74,12 +85,19 @@ def service(database_url: str, **env: str) -> Iterator[str]:
         "SESSION_LEDGER_DATABASE_URL": database_url,
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
-        **env,
+        **(env or {}),
     }
     command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    cwd = ROOT
+    if code is not None:
+        # The first entry of sys.path: the old tree's packages win over the
+        # editable install of this one.
+        command = [sys.executable, "-c", "from api.cli import main; main()", *command[1:]]
+        environment["PYTHONPATH"] = str(code)
+        cwd = code
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             deadline = time.monotonic() + 60
@@ -92,13 +110,33 @@ def service(database_url: str, **env: str) -> Iterator[str]:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            yield base
+            yield base, process
         finally:
             process.terminate()
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """The source tree of commit ``rev`` in a temporary directory (git archive:
+    no worktree, nothing in the repository changes)."""
+    with tempfile.TemporaryDirectory(prefix="sl-bench-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", rev], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def sign_up(base: str, email: str = "bench@example.com") -> dict[str, str]:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.bootstrap import build
 from api.cli.base import DatabaseOption, app, console, run, settings_for
+from api.metrics import METRICS_PORT_ENV
 from api.users.errors import UserError
 from api.users.store import SqlUserStore
 from ledger.db import make_engine
@@ -28,6 +29,10 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this loopback port."),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Serve the HTTP API and the demo page (uvicorn, uvloop + httptools).
@@ -58,6 +63,8 @@ def serve(
             await engine.dispose()
 
     run(migrate)
+    if metrics_port is not None:
+        os.environ[METRICS_PORT_ENV] = str(metrics_port)
     console.print(f"session-ledger: serving on [bold]{url}/[/bold]", highlight=False)
     uvicorn.run(
         "api.app:app_from_env",

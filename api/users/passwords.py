@@ -22,8 +22,6 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from zxcvbn import zxcvbn
-from zxcvbn.matching import RANKED_DICTIONARIES
 
 from api.users.errors import PasswordTooLongError, PasswordTooShortError, PasswordTooWeakError
 from ledger.config import PasswordSettings
@@ -66,6 +64,11 @@ class PasswordPolicy:
         own = [v.strip().casefold() for v in (email, email.partition("@")[0], name) if v.strip()]
         if folded in own:
             raise PasswordTooWeakError("password must not be your email address or your name")
+        # zxcvbn's dictionaries take some 13 MiB: loaded on the first check,
+        # not in every process that imports the user store (CLI, workers).
+        from zxcvbn import zxcvbn
+        from zxcvbn.matching import RANKED_DICTIONARIES
+
         if folded in RANKED_DICTIONARIES["passwords"]:
             raise PasswordTooWeakError(
                 "this password is on a list of the most common passwords: choose another"

@@ -16,7 +16,11 @@ def test_the_demo_page_origin_is_trusted_out_of_the_box(default_server: int, nam
         assert client.get("/").status_code == 200
         signed_up = client.post(
             "/api/auth/sign-up/email",
-            json={"email": f"ada-{name}@example.com", "password": "password123", "name": "Ada"},
+            json={
+                "email": f"ada-{name}@example.com",
+                "password": "correct horse battery",
+                "name": "Ada",
+            },
             headers={"origin": page},
         )
         assert signed_up.status_code == 200, signed_up.text
