@@ -14,6 +14,9 @@ failed sign-ins per account, on the ``limits`` package (moving windows).
 
 Storage: Redis when ``redis.url`` is set (every process shares the
 counters), else this process's memory (``rate_limit.storage`` chooses).
+Windows: the default rule is a sliding window counter (two counters per key,
+O(1) per hit whatever ``max``); the strict rules and the account tiers are
+moving windows (exact: never more than ``max`` in any ``window`` seconds).
 
 When Redis cannot answer, the default rule **fails open** (the request goes
 on: an outage of a cache must not take the service down), while the sign-in
@@ -22,14 +25,17 @@ and sign-up rules and the account throttle **fail closed** (503
 guessing is worse than a short refusal. Either way a rate-limited warning
 is logged and ``session_ledger_rate_limit_storage_errors_total`` counts it.
 
-Cost on the hot path: on memory storage each request is one moving-window
-hit (a few microseconds). On Redis the default rule would cost a round trip
-per request (get-session's whole budget on the cookie-cache path), so it is
-counted here and sent to Redis in batches of up to 10 (``_Batch``); a key
-the shared counter refused stays refused here until that window frees.
-The shared count may therefore trail by up to a batch per process; the
-strict rules (sign-in, sign-up, the account throttle) go to Redis on every
-request.
+Cost on the hot path (every get-session). A call into ``limits`` costs
+8-20 microseconds on memory (the *synchronous* memory storage: its asyncio
+twin starts a task per call that walks every key, with a thread hop per key
+for moving windows) and a round trip on Redis, against some 130 for a whole
+get-session answered from the cookie cache. So the default rule's hits are
+counted here and handed to ``limits`` in batches of up to 10 (``_Batch``,
+``max // 10`` for small limits); a key the storage refused stays refused
+here until that window frees. The count in the storage may therefore trail
+by up to a batch per process and key: the limit holds to within a tenth.
+The strict rules (sign-in, sign-up, the account throttle) are counted on
+every request.
 """
 
 from __future__ import annotations
@@ -39,11 +45,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem, RateLimitItemPerSecond, WindowStats
+from limits import strategies as sync_strategies
+from limits.aio import strategies as async_strategies
+from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
+from limits.storage import MemoryStorage
 from redis.exceptions import RedisError
 
 from api.metrics import ServiceMetrics
@@ -56,7 +65,7 @@ log = logging.getLogger(__name__)
 BASE_PATH = "/api/auth"
 #: Rules on these paths fail closed when the storage is unreachable.
 CREDENTIAL_PREFIXES = ("/sign-in", "/sign-up")
-#: Longest batch of default-rule hits sent to Redis at once.
+#: Longest batch of default-rule hits handed to the storage at once.
 MAX_BATCH = 10
 #: Retry-After when the storage is unreachable (fail closed).
 UNAVAILABLE_RETRY = 5
@@ -80,6 +89,8 @@ class Rule:
     closed: bool
     #: Hits counted locally per round trip to a shared storage (1: every hit).
     batch: int
+    #: A moving window (exact); else a sliding window counter (O(1)).
+    exact: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,7 @@ class Refusal:
 
 @dataclass(slots=True)
 class _Batch:
-    """Default-rule hits of one key not yet sent to the shared storage."""
+    """Default-rule hits of one key not yet handed to the storage."""
 
     pending: int = 0
     since: float = 0.0
@@ -103,6 +114,37 @@ class _Batch:
 
 def _item(rule: RateLimitRule) -> RateLimitItem:
     return RateLimitItemPerSecond(rule.max, rule.window)
+
+
+class _Window:
+    """One ``limits`` strategy, called the same way whether its storage is
+    synchronous (memory: plain calls, no I/O) or asynchronous (Redis)."""
+
+    def __init__(self, sync: sync_strategies.RateLimiter | None, aio: Any = None) -> None:
+        self._sync = sync
+        self._aio = aio
+
+    async def hit(self, item: RateLimitItem, *ids: str, cost: int = 1) -> bool:
+        if self._sync is not None:
+            return self._sync.hit(item, *ids, cost=cost)
+        return bool(await self._aio.hit(item, *ids, cost=cost))
+
+    async def test(self, item: RateLimitItem, *ids: str) -> bool:
+        if self._sync is not None:
+            return self._sync.test(item, *ids)
+        return bool(await self._aio.test(item, *ids))
+
+    async def stats(self, item: RateLimitItem, *ids: str) -> WindowStats:
+        if self._sync is not None:
+            return self._sync.get_window_stats(item, *ids)
+        stats: WindowStats = await self._aio.get_window_stats(item, *ids)
+        return stats
+
+    async def clear(self, item: RateLimitItem, *ids: str) -> None:
+        if self._sync is not None:
+            self._sync.clear(item, *ids)
+        else:
+            await self._aio.clear(item, *ids)
 
 
 @dataclass
@@ -116,6 +158,9 @@ class RateLimiter:
         storage_kind = rl.storage or ("redis" if self.settings.redis.url else "memory")
         self.shared = storage_kind == "redis"
         self.storage: MemoryStorage | RedisStorage
+        #: Exact windows (strict rules, account tiers) and the cheap one (default rule).
+        self.moving: _Window
+        self.sliding: _Window
         if self.shared:
             url = self.settings.redis.url
             if url is None:
@@ -128,19 +173,25 @@ class RateLimiter:
                 socket_timeout=0.5,
                 socket_connect_timeout=0.5,
             )
+            self.moving = _Window(None, async_strategies.MovingWindowRateLimiter(self.storage))
+            self.sliding = _Window(
+                None, async_strategies.SlidingWindowCounterRateLimiter(self.storage)
+            )
         else:
-            self.storage = MemoryStorage()
-        self.strategy = MovingWindowRateLimiter(self.storage)
-        batch = min(MAX_BATCH, max(1, rl.max // 10)) if self.shared else 1
-        self.default = Rule(
-            "default", _item(RateLimitRule(window=rl.window, max=rl.max)), False, batch
-        )
+            memory = MemoryStorage()
+            self.storage = memory
+            self.moving = _Window(sync_strategies.MovingWindowRateLimiter(memory))
+            self.sliding = _Window(sync_strategies.SlidingWindowCounterRateLimiter(memory))
+        batch = min(MAX_BATCH, max(1, rl.max // 10))
+        default = _item(RateLimitRule(window=rl.window, max=rl.max))
+        self.default = Rule("default", default, closed=False, batch=batch, exact=False)
         self._exact: dict[str, Rule | None] = {}
         self._prefixes: list[tuple[str, Rule | None]] = []
         for pattern, custom in rl.custom_rules.items():
             rule = None
             if custom is not None:
-                rule = Rule(pattern, _item(custom), pattern.startswith(CREDENTIAL_PREFIXES), 1)
+                closed = pattern.startswith(CREDENTIAL_PREFIXES)
+                rule = Rule(pattern, _item(custom), closed=closed, batch=1, exact=True)
             if pattern.endswith("*"):
                 self._prefixes.append((pattern[:-1], rule))
             else:
@@ -201,16 +252,18 @@ class RateLimiter:
         if rule is None:
             return None
         client = self.client_key(ip)
+        window = self.moving if rule.exact else self.sliding
         try:
             if rule.batch > 1:
-                return await self._batched(rule, client, path)
-            if await self.strategy.hit(rule.item, client, path):
+                return await self._batched(window, rule, client, path)
+            if await window.hit(rule.item, client, path):
                 return None
-            return await self._refused(rule, client, path)
+            stats = await window.stats(rule.item, client, path)
+            return self._refusal(rule, stats.reset_time - time.time())
         except (StorageError, RedisError, OSError) as exc:
             return self._storage_failed(rule, exc)
 
-    async def _batched(self, rule: Rule, client: str, path: str) -> Refusal | None:
+    async def _batched(self, window: _Window, rule: Rule, client: str, path: str) -> Refusal | None:
         key = (client, path)
         now = time.time()
         batch = self._batches.get(key)
@@ -226,20 +279,16 @@ class RateLimiter:
         if batch.pending < rule.batch:
             return None
         cost, batch.pending, batch.since = batch.pending, 0, now
-        if await self.strategy.hit(rule.item, client, path, cost=cost):
+        if await window.hit(rule.item, client, path, cost=cost):
             return None
-        stats = await self.strategy.get_window_stats(rule.item, client, path)
+        stats = await window.stats(rule.item, client, path)
         batch.blocked_until = max(stats.reset_time, now + 1)
         return self._refusal(rule, batch.blocked_until - now)
 
     def _prune(self, now: float) -> None:
-        # Unsent hits of idle keys are dropped (the shared count trails by
-        # at most a batch); refused keys are kept until their window frees.
+        # Unsent hits of idle keys are dropped (the count trails by at most
+        # a batch); refused keys are kept until their window frees.
         self._batches = {k: b for k, b in self._batches.items() if b.blocked_until > now}
-
-    async def _refused(self, rule: Rule, *identifiers: str) -> Refusal:
-        stats = await self.strategy.get_window_stats(rule.item, *identifiers)
-        return self._refusal(rule, stats.reset_time - time.time())
 
     def _refusal(self, rule: Rule, seconds: float) -> Refusal:
         self.metrics.rate_limited.labels(rule=rule.name).inc()
@@ -279,8 +328,8 @@ class RateLimiter:
         wait = 0.0
         try:
             for item in self.account_items:
-                if not await self.strategy.test(item, "account", account):
-                    stats = await self.strategy.get_window_stats(item, "account", account)
+                if not await self.moving.test(item, "account", account):
+                    stats = await self.moving.stats(item, "account", account)
                     wait = max(wait, stats.reset_time - time.time(), 1)
         except (StorageError, RedisError, OSError) as exc:
             raise self._account_unavailable(exc) from None
@@ -295,7 +344,7 @@ class RateLimiter:
             return
         try:
             for item in self.account_items:
-                await self.strategy.hit(item, "account", account)
+                await self.moving.hit(item, "account", account)
         except (StorageError, RedisError, OSError) as exc:
             raise self._account_unavailable(exc) from None
 
@@ -305,7 +354,7 @@ class RateLimiter:
             return
         try:
             for item in self.account_items:
-                await self.strategy.clear(item, "account", account)
+                await self.moving.clear(item, "account", account)
         except (StorageError, RedisError, OSError) as exc:
             # The sign-in succeeded: a stale count only means an earlier wait.
             self._warn("account", "open", exc)
@@ -314,7 +363,7 @@ class RateLimiter:
         """Whether this throttled attempt is written to the ledger (the first
         per ``throttled_recorded`` window), rather than only counted."""
         try:
-            return await self.strategy.hit(self.throttled_item, "throttled", account)
+            return await self.moving.hit(self.throttled_item, "throttled", account)
         except (StorageError, RedisError, OSError) as exc:
             self._warn("throttled", "open", exc)
             return False

@@ -280,3 +280,15 @@ async def test_the_account_throttle_fails_closed_only_on_a_shared_storage_outage
         private_redis.kill()
         answer = await attacker(svc, 1).post(SIGN_IN, json=RIGHT)
         assert answer.status_code == (503 if kind == "redis" else 200)
+
+
+async def test_the_default_rule_holds_to_within_one_batch_in_memory(
+    make_service: Any, pg_url: str
+) -> None:
+    # max 50: counted in batches of 5 (api.rate_limit._Batch).
+    async with make_service(pg_url, **limits(storage="memory", max=50)) as svc:
+        client = client_at(svc, "203.0.113.60")
+        answers = await statuses(client, 60, "/api/auth/get-session")
+        allowed = answers.count(200)
+        assert 50 <= allowed <= 54, answers
+        assert answers[allowed:] == [429] * (60 - allowed)
