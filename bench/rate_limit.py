@@ -10,14 +10,20 @@ one worker, wrk -t1 -c8 from one IP). "limiter on" sets
 ``rate_limit.enabled=true`` with ``max`` so high nothing is refused, so each
 request pays the full count: the memory storage on SQLite, the shared Redis
 storage (counted in batches) on postgres+redis. Printed per round: req/s and
-p99 of get-session on the cookie-cache path and on the store path, and the
-ratio of each contender's rate to the older commit's in the same round.
+p99 of get-session on the cookie-cache path and on the store path, the
+server process's CPU time per request (user + system, all its threads, from
+/proc: less sensitive than req/s to other load on a shared machine), and
+each contender's rate and CPU per request against the older commit's in the
+same round.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.http import REDIS_URL, Result, check, wrk
@@ -27,19 +33,40 @@ CACHE = "/api/auth/get-session"
 STORE = "/api/auth/get-session?disableCookieCache=true"
 
 
-def run(backend: str, code: Path | None, env: dict[str, str], duration: int) -> list[Result]:
+@dataclass
+class Measured:
+    result: Result
+    #: Server CPU time per request, microseconds.
+    cpu_us: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (every thread), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, url: str, label: str, duration: int, headers: dict[str, str]) -> Measured:
+    before = cpu_seconds(pid)
+    result = wrk(url, label, duration, headers)
+    spent = cpu_seconds(pid) - before
+    return Measured(result, spent / max(1.0, result.rate * duration) * 1e6)
+
+
+def run(backend: str, code: Path | None, env: dict[str, str], duration: int) -> list[Measured]:
     env = dict(env)
     if backend == "postgres+redis":
         env["SESSION_LEDGER_REDIS__URL"] = REDIS_URL
         env["SESSION_LEDGER_REDIS__PREFIX"] = f"slbench:{secrets.token_hex(4)}:"
-    with database(backend.split("+")[0]) as url, server(url, code, env) as (base, _):
+    with database(backend.split("+")[0]) as url, server(url, code, env) as (base, process):
         cookies = sign_up(base)
         headers = {"cookie": cookie_header(cookies)}
         check(base, cookies, STORE, "store")
         check(base, cookies, CACHE, "cookie-cache")
         results = [
-            wrk(f"{base}{CACHE}", "cookie cache", duration, headers),
-            wrk(f"{base}{STORE}", "store", duration, headers),
+            measured(process.pid, f"{base}{CACHE}", "cookie cache", duration, headers),
+            measured(process.pid, f"{base}{STORE}", "store", duration, headers),
         ]
         check(base, cookies, STORE, "store")
         return results
@@ -57,7 +84,11 @@ def main() -> None:
         "SESSION_LEDGER_RATE_LIMIT__MAX": "1000000000",
     }
     off = {"SESSION_LEDGER_RATE_LIMIT__ENABLED": "false"}
-    print(f"{'backend / contender':36} {'path':13} {'req/s':>8} {'p99 ms':>7} {'of old':>7}")
+    print(
+        f"{'backend / contender':36} {'path':13} {'req/s':>8} {'p99 ms':>7} {'of old':>7} "
+        f"{'CPU us/req':>10} {'of old':>7}"
+    )
+    ratios: dict[tuple[str, str, str], list[float]] = {}
     with checkout(args.baseline) as old:
         contenders: list[tuple[str, Path | None, dict[str, str]]] = [
             (args.baseline, old, {}),
@@ -68,18 +99,28 @@ def main() -> None:
             for round_ in range(args.rounds):
                 # Rotate the order each round so no contender always runs first.
                 order = contenders[round_ % 3 :] + contenders[: round_ % 3]
-                rates: dict[str, list[Result]] = {}
+                rates: dict[str, list[Measured]] = {}
                 for label, code, env in order:
                     rates[label] = run(backend, code, env, args.duration)
                 baseline = rates[args.baseline]
                 for label, _, _ in contenders:
-                    for result, reference in zip(rates[label], baseline, strict=True):
-                        note = f" ({result.errors} non-2xx!)" if result.errors else ""
+                    for m, reference in zip(rates[label], baseline, strict=True):
+                        r = m.result
+                        cpu_ratio = m.cpu_us / reference.cpu_us
+                        ratios.setdefault((backend, label, r.label), []).append(cpu_ratio)
+                        note = f" ({r.errors} non-2xx!)" if r.errors else ""
                         print(
-                            f"{backend + ' / ' + label:36} {result.label:13} {result.rate:8.0f} "
-                            f"{result.p99_ms:7.2f} {result.rate / reference.rate:7.0%}{note}",
+                            f"{backend + ' / ' + label:36} {r.label:13} {r.rate:8.0f} "
+                            f"{r.p99_ms:7.2f} {r.rate / reference.result.rate:7.0%} "
+                            f"{m.cpu_us:10.0f} {cpu_ratio:7.0%}{note}",
                             flush=True,
                         )
+    print("\nmedian CPU per request against the older commit, and its spread:")
+    for (backend, label, path), values in ratios.items():
+        print(
+            f"{backend + ' / ' + label:36} {path:13} {statistics.median(values):7.1%} "
+            f"({min(values):.0%}-{max(values):.0%})"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from api.deps import Auth, pending, request_context
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
 from api.users.store import MAX_EMAIL, MAX_IMAGE, MAX_NAME, SqlUserStore
+from ledger.errors import ServerBusyError
 from ledger.ports import UserRecord
 from ledger.service import ValidatedSession, user_json
 
@@ -90,9 +91,13 @@ async def _start_session(
 @email_router.post("/sign-up/email", responses=errors(403, 422, 429, 503))
 async def sign_up(request: Request, auth: AuthDep, body: SignUpBody) -> JSONResponse:
     callback = _callback(auth, body.callbackURL)
-    user = await _users(auth).create_user(
-        body.email, body.password, name=body.name, image=body.image
-    )
+    try:
+        user = await _users(auth).create_user(
+            body.email, body.password, name=body.name, image=body.image
+        )
+    except ServerBusyError:
+        auth.metrics.hashing_busy.inc()
+        raise
     token, user_body = await _start_session(request, auth, user, body.rememberMe)
     result: dict[str, Any] = {"token": token, "user": user_body}
     if callback is not None:
