@@ -70,6 +70,8 @@ MAX_BATCH = 10
 #: Retry-After when the storage is unreachable (fail closed).
 UNAVAILABLE_RETRY = 5
 WARNING_INTERVAL = 30.0
+#: What a storage that cannot answer raises (limits wraps Redis's errors).
+STORAGE_ERRORS = (StorageError, RedisError, OSError)
 #: Bounds on the per-process memos (paths seen, batches in flight).
 _MAX_PATHS = 1024
 _MAX_BATCHES = 100_000
@@ -260,7 +262,7 @@ class RateLimiter:
                 return None
             stats = await window.stats(rule.item, client, path)
             return self._refusal(rule, stats.reset_time - time.time())
-        except (StorageError, RedisError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             return self._storage_failed(rule, exc)
 
     async def _batched(self, window: _Window, rule: Rule, client: str, path: str) -> Refusal | None:
@@ -331,7 +333,7 @@ class RateLimiter:
                 if not await self.moving.test(item, "account", account):
                     stats = await self.moving.stats(item, "account", account)
                     wait = max(wait, stats.reset_time - time.time(), 1)
-        except (StorageError, RedisError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             raise self._account_unavailable(exc) from None
         if not wait:
             return None
@@ -345,7 +347,7 @@ class RateLimiter:
         try:
             for item in self.account_items:
                 await self.moving.hit(item, "account", account)
-        except (StorageError, RedisError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             raise self._account_unavailable(exc) from None
 
     async def account_succeeded(self, account: str) -> None:
@@ -355,7 +357,7 @@ class RateLimiter:
         try:
             for item in self.account_items:
                 await self.moving.clear(item, "account", account)
-        except (StorageError, RedisError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             # The sign-in succeeded: a stale count only means an earlier wait.
             self._warn("account", "open", exc)
 
@@ -364,7 +366,7 @@ class RateLimiter:
         per ``throttled_recorded`` window), rather than only counted."""
         try:
             return await self.moving.hit(self.throttled_item, "throttled", account)
-        except (StorageError, RedisError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             self._warn("throttled", "open", exc)
             return False
 

@@ -97,15 +97,13 @@ SIGHTING_COLUMNS: list[Column] = [
     ("user_id", lambda s: s.user_id),
     ("ip", lambda s: s.ip),
 ]
+_ENTRY = dict(ENTRY_COLUMNS)
 ATTEMPT_COLUMNS: list[Column] = [
-    ("position", lambda e: e.position),
-    ("recorded_at", lambda e: e.recorded_at.isoformat()),
-    ("user_id", lambda e: e.user_id),
-    ("reason", lambda e: e.reason),
-    ("ip", lambda e: e.ip),
-    ("user_agent", lambda e: e.user_agent),
+    *((name, _ENTRY[name]) for name in ("position", "recorded_at", "user_id", "reason", "ip")),
+    ("user_agent", _ENTRY["user_agent"]),
+    # The start of the keyed hash of the email typed: attempts on one email share it.
     ("email_key", lambda e: str(e.data.get("email_key", ""))[:16]),
-    ("request_id", lambda e: e.request_id),
+    ("request_id", _ENTRY["request_id"]),
 ]
 ACTIVE_COLUMNS: list[Column] = [
     ("position", lambda s: s.position),

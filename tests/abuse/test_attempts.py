@@ -23,8 +23,9 @@ from ledger.integrity import record_digest, verify_ledger
 from ledger.schema import events as events_table
 from projections.replay import replay_table
 from projections.verify import verify_table
+from tests.abuse.clients import client_at
 from tests.audit.tamper import set_ip
-from tests.http.conftest import BASE_URL, PASSWORD, Service, running
+from tests.http.conftest import PASSWORD, Service, running
 from tests.support.chain import raw_rows
 
 SIGN_IN = "/api/auth/sign-in/email"
@@ -59,13 +60,7 @@ async def attacked(engine_url: str, clock: ManualClock) -> AsyncIterator[tuple[S
 
 
 def at(svc: Service, ip: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=svc.app, client=(ip, 5000)),
-        base_url=BASE_URL,
-        headers={"origin": BASE_URL, "user-agent": "curl/8.0"},
-    )
-    svc.clients.append(client)
-    return client
+    return client_at(svc, ip, user_agent="curl/8.0")
 
 
 async def test_each_failure_is_one_event_in_its_own_stream(

@@ -14,23 +14,13 @@ import httpx
 import pytest
 
 from ledger.config import load_settings
-from tests.http.conftest import BASE_URL, PASSWORD, Service
+from tests.abuse.clients import client_at
+from tests.http.conftest import PASSWORD, Service
 from tests.support.redis import RedisProcess
 
 SIGN_IN = "/api/auth/sign-in/email"
 WRONG = {"email": "ada@example.com", "password": "not the password at all"}
 RIGHT = {"email": "ada@example.com", "password": PASSWORD}
-
-
-def client_at(svc: Service, ip: str) -> httpx.AsyncClient:
-    """A browser at ``ip`` (the socket peer the app sees)."""
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=svc.app, client=(ip, 40000)),
-        base_url=BASE_URL,
-        headers={"origin": BASE_URL, "user-agent": "pytest-attacker"},
-    )
-    svc.clients.append(client)
-    return client
 
 
 def limits(**rate_limit: Any) -> dict[str, Any]:

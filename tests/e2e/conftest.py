@@ -46,8 +46,11 @@ def chromium() -> Path:
 
 
 @contextmanager
-def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str) -> Iterator[None]:
-    """``session-ledger serve`` in a subprocess until the block ends."""
+def running_server(
+    workdir: Path, env: dict[str, str], port: int, wait_for: str, *args: str
+) -> Iterator[None]:
+    """``session-ledger serve`` in a subprocess until the block ends (``args``:
+    more of serve's options)."""
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -57,6 +60,7 @@ def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str)
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         cwd=workdir,
         env=env,

@@ -5,8 +5,13 @@ address serve printed, while the default base URL said localhost:8000)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 import pytest
+
+from tests.e2e.conftest import free_port, running_server
 
 
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost"])
@@ -30,3 +35,27 @@ def test_the_demo_page_origin_is_trusted_out_of_the_box(default_server: int, nam
         assert foreign.status_code == 403
         out = client.post("/api/auth/sign-out", headers={"origin": page})
         assert out.json() == {"success": True}
+
+
+def test_production_limits_sign_in_and_serves_its_metrics(tmp_path: Path) -> None:
+    """Rate limits are on by default in production, and ``--metrics-port``
+    exposes what they refused."""
+    port, metrics = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")},
+        "SESSION_LEDGER_ENVIRONMENT": "production",
+        "SESSION_LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'prod.db'}",
+        "SESSION_LEDGER_BASE_URL": base,
+        "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
+    }
+    with running_server(tmp_path, env, port, base, "--metrics-port", str(metrics)):
+        body = {"email": "nobody@example.com", "password": "correct horse battery"}
+        answers = [
+            httpx.post(f"{base}/api/auth/sign-in/email", json=body, headers={"origin": base})
+            for _ in range(4)
+        ]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429]
+        assert answers[-1].headers["x-retry-after"] == answers[-1].headers["retry-after"]
+        text = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+    assert 'session_ledger_rate_limited_total{rule="/sign-in/*"} 1.0' in text
