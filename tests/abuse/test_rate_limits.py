@@ -6,13 +6,16 @@ the per-account throttle on failed sign-ins across many IPs."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from limits.storage import MemoryStorage
 
+from api.rate_limit import SweptMemoryStorage
 from ledger.config import load_settings
 from tests.abuse.clients import client_at
 from tests.http.conftest import PASSWORD, Service
@@ -282,3 +285,17 @@ async def test_the_default_rule_holds_to_within_one_batch_in_memory(
         allowed = answers.count(200)
         assert 50 <= allowed <= 54, answers
         assert answers[allowed:] == [429] * (60 - allowed)
+
+
+def test_the_memory_storage_sweeps_once_a_second() -> None:
+    # limits still calls the private hook SweptMemoryStorage replaces.
+    assert hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry")
+    storage = SweptMemoryStorage()
+    time.sleep(0.05)  # the timer limits starts itself in __init__ is done
+    storage.incr("key", expiry=1)
+    assert storage.timer.interval == SweptMemoryStorage.SWEEP_SECONDS
+    assert storage.timer.daemon
+    # Expiry never waits for the sweep: reads check it themselves.
+    storage.incr("short", expiry=0.05)
+    time.sleep(0.1)
+    assert storage.get("short") == 0
