@@ -148,7 +148,7 @@ async def test_two_instances_share_the_redis_counters(
 
 
 async def test_redis_down_fails_open_for_the_default_rule_and_closed_for_sign_in(
-    make_service: Any, pg_url: str, private_redis: RedisProcess
+    make_service: Any, pg_url: str, private_redis: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     # max 10: the default rule goes to Redis on every request (no batching).
     settings = {"redis": {"url": private_redis.url}, **limits(storage="redis", max=10)}
@@ -166,6 +166,11 @@ async def test_redis_down_fails_open_for_the_default_rule_and_closed_for_sign_in
         name = "session_ledger_rate_limit_storage_errors_total"
         assert registry.get_sample_value(name, {"outcome": "open"}) >= 1
         assert registry.get_sample_value(name, {"outcome": "closed"}) >= 1
+        # One warning line says so; the next ones are counted, not logged.
+        warnings = [r.getMessage() for r in caplog.records if r.name == "api.rate_limit"]
+        assert len(warnings) == 1
+        assert "rate limit storage failed" in warnings[0]
+        assert "sign-in and sign-up closed, the rest open" in warnings[0]
 
 
 # ------------------------------------------------------------- per account
