@@ -193,8 +193,10 @@ class RateLimiter:
                 implementation="redispy",
                 key_prefix=f"{self.settings.redis.prefix}rl",
                 wrap_exceptions=True,
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
+                # As the cache's client: long enough for a loaded Redis, short
+                # enough that an outage answers within a request's patience.
+                socket_timeout=2,
+                socket_connect_timeout=2,
             )
             self.moving = _Window(None, async_strategies.MovingWindowRateLimiter(self.storage))
             self.sliding = _Window(
