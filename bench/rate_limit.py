@@ -141,13 +141,13 @@ async def asgi_cpu(
                 await app(dict(scope, state={}), receive, send)
             started = time.process_time()
 
-            async def client() -> None:
+            async def browser() -> None:
                 for _ in range(requests // CONCURRENCY):
                     await app(dict(scope, state={}), receive, send)
 
             # As wrk -c8: eight requests in flight, so a wait on Redis
             # overlaps with other requests' work (as under load).
-            await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+            await asyncio.gather(*(browser() for _ in range(CONCURRENCY)))
             spent = time.process_time() - started
             assert all(a["status"] == 200 for a in answers), answers[-1]
         await container.close()
