@@ -207,6 +207,10 @@ class RateLimiter:
             self.storage = memory
             self.moving = _Window(sync_strategies.MovingWindowRateLimiter(memory))
             self.sliding = _Window(sync_strategies.SlidingWindowCounterRateLimiter(memory))
+        if self.shared and not rl.shared_default_rule:
+            # The default rule in this process's memory, the rest in Redis.
+            local = SweptMemoryStorage()
+            self.sliding = _Window(sync_strategies.SlidingWindowCounterRateLimiter(local))
         batch = min(MAX_BATCH, max(1, rl.max // 10))
         default = _item(RateLimitRule(window=rl.window, max=rl.max))
         self.default = Rule("default", default, closed=False, batch=batch, exact=False)

@@ -161,6 +161,12 @@ def asgi_main(rounds: int, requests: int) -> None:
         ("on, memory", {"enabled": True, "storage": "memory"}, None, "off"),
         ("off, redis", {"enabled": False}, REDIS_URL, "off, redis"),
         ("on, redis", {"enabled": True, "storage": "redis"}, REDIS_URL, "off, redis"),
+        (
+            "on, redis, default rule per process",
+            {"enabled": True, "storage": "redis", "shared_default_rule": False},
+            REDIS_URL,
+            "off, redis",
+        ),
     ]
     for store in (False, True):
         cpu: dict[str, list[float]] = {c[0]: [] for c in contenders}
@@ -172,7 +178,7 @@ def asgi_main(rounds: int, requests: int) -> None:
             values, median = cpu[label], statistics.median(cpu[label])
             reference = statistics.median(cpu[against])
             print(
-                f"  limiter {label:11} median {median:6.1f}  min {min(values):6.1f}  "
+                f"  limiter {label:35} median {median:6.1f}  min {min(values):6.1f}  "
                 f"max {max(values):6.1f}  {median / reference - 1:+.1%} against {against}",
                 flush=True,
             )

@@ -138,6 +138,11 @@ class RateLimitSettings(_Section):
     #: Where counters live: None = Redis when ``redis.url`` is set (shared by
     #: every process), else memory (this process only).
     storage: Literal["memory", "redis"] | None = None
+    #: With Redis: count the default rule there too (every process shares
+    #: it; a round trip per 10 requests of a client), or false: in each
+    #: process's memory (no round trip on get-session's path; the default
+    #: limit then holds per process). The strict rules always use ``storage``.
+    shared_default_rule: bool = True
     #: IPv6 clients share one counter per network of this prefix length.
     ipv6_subnet: Annotated[int, Field(ge=1, le=128)] = 64
     #: Failed sign-ins per account (email), whatever the IP: past a tier,

@@ -304,3 +304,18 @@ def test_the_memory_storage_sweeps_once_a_second() -> None:
     storage.incr("short", expiry=0.05)
     time.sleep(0.1)
     assert storage.get("short") == 0
+
+
+async def test_the_default_rule_can_stay_in_each_process_with_redis(
+    make_service: Any, pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """shared_default_rule=false: get-session is counted per process (no
+    round trip), while sign-in is still shared through Redis."""
+    async with two_instances(
+        make_service, pg_url, redis_url, redis_prefix, max=3, shared_default_rule=False
+    ) as (a, b):
+        ip = "203.0.113.70"
+        on_a, on_b = client_at(a, ip), client_at(b, ip)
+        assert await statuses(on_a, 4, "/api/auth/get-session") == [200, 200, 200, 429]
+        assert await statuses(on_b, 3, "/api/auth/get-session") == [200, 200, 200]
+        assert [*await statuses(on_a, 2), *await statuses(on_b, 2)] == [401, 401, 401, 429]
