@@ -43,6 +43,8 @@ from bench.server import PASSWORD, SECRET, checkout, cookie_header, database, se
 
 CACHE = "/api/auth/get-session"
 CONCURRENCY = 8
+#: One in-process run takes seconds; past this something hangs: say where.
+RUN_TIMEOUT = 300
 STORE = "/api/auth/get-session?disableCookieCache=true"
 
 
@@ -172,7 +174,8 @@ def asgi_main(rounds: int, requests: int) -> None:
         cpu: dict[str, list[float]] = {c[0]: [] for c in contenders}
         for _ in range(rounds):
             for label, limiter, redis_url, _ in contenders:
-                cpu[label].append(asyncio.run(asgi_cpu(limiter, redis_url, requests, store)))
+                run = asgi_cpu(limiter, redis_url, requests, store)
+                cpu[label].append(asyncio.run(asyncio.wait_for(run, RUN_TIMEOUT)))
         print(f"get-session ({'store' if store else 'cookie cache'}), CPU us per request:")
         for label, _, _, against in contenders:
             values, median = cpu[label], statistics.median(cpu[label])
