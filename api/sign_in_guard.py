@@ -46,7 +46,11 @@ class SignInGuard:
         wait = await self.limiter.account_wait(account)
         if wait is not None:
             if await self.limiter.record_throttled(account):
-                await self.attempts.record_failure(SignInFailure.THROTTLED, email, ctx)
+                # Whose account it was (one lookup, only for recorded ones).
+                user_id = await users.id_for_email(email)
+                await self.attempts.record_failure(
+                    SignInFailure.THROTTLED, email, ctx, user_id=user_id
+                )
             else:
                 self.metrics.unrecorded_failures.labels(reason="throttled").inc()
             raise TooManyRequestsError(

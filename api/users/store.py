@@ -128,6 +128,14 @@ class SqlUserStore:
 
     # ------------------------------------------------------------- users
 
+    async def id_for_email(self, email: str) -> str | None:
+        """The id of the user with this email as typed; None for none, and
+        for input no email can be (too long, control characters)."""
+        if len(email) > MAX_EMAIL or not _printable(email):
+            return None
+        row = await self._row_by_email(email.strip().lower())
+        return None if row is None else str(row._mapping["id"])
+
     async def get_by_email(self, email: str) -> UserRecord | None:
         row = await self._row_by_email(email.strip().lower())
         return None if row is None else _user(row)

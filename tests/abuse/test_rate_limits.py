@@ -212,7 +212,7 @@ async def test_one_account_is_throttled_whatever_the_ip(make_service: Any, pg_ur
         attempts = await failed_attempts(svc, before)
         # Five wrong passwords and the first throttled attempt are written;
         # the three after it only counted.
-        assert attempts == [("wrong_password", user_id)] * 5 + [("throttled", None)]
+        assert attempts == [("wrong_password", user_id)] * 5 + [("throttled", user_id)]
         metric = svc.auth.metrics.registry.get_sample_value(
             "session_ledger_sign_in_failures_unrecorded_total", {"reason": "throttled"}
         )
@@ -233,6 +233,10 @@ async def test_unknown_emails_are_throttled_alike(make_service: Any, pg_url: str
         assert answers == [401, 401, 429]
         attempts = await failed_attempts(svc, 0)
         assert attempts == [("unknown_email", None)] * 2 + [("throttled", None)]
+        # Input no email can be (PostgreSQL refuses NUL) is throttled alike, never a 500.
+        nul = {"email": "a\u0000b@example.com", "password": PASSWORD}
+        answers = [(await attacker(svc, i).post(SIGN_IN, json=nul)).status_code for i in range(3)]
+        assert answers == [401, 401, 429]
 
 
 async def test_the_delay_grows_with_the_run_of_failures(make_service: Any, pg_url: str) -> None:
