@@ -34,7 +34,7 @@ def free_port() -> int:
         return port
 
 
-def _admin_dsn() -> str:
+def admin_dsn() -> str:
     url = make_url(os.environ.get(PG_ENV, DEFAULT_PG)).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
 
@@ -49,7 +49,7 @@ def database(backend: str) -> Iterator[str]:
     name = f"sl_bench_{secrets.token_hex(4)}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_admin_dsn())
+        conn = await asyncpg.connect(admin_dsn())
         try:
             await conn.execute(sql)
         finally:

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install the project with its dev extras.
-# The install is skipped when pyproject.toml has not changed since the last
-# successful one (stamp file inside .venv). Set SETUP_FORCE=1 to reinstall.
+# Create .venv (Python >= 3.11) and install the project with its dev and
+# bench extras (the peers smoke test runs the bench's peers), then BetterAuth's
+# packages for bench/peers (npm ci in bench/peers/betterauth, when npm exists).
+# Each install is skipped when its input (pyproject.toml, package-lock.json)
+# has not changed since the last successful one (stamp files). Set
+# SETUP_FORCE=1 to reinstall.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,12 +38,25 @@ if [[ ! -x $VENV/bin/python ]] || ! $VENV/bin/python -c 'import sys' >/dev/null 
 fi
 
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [[ ${SETUP_FORCE:-0} != 1 && -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
-    exit 0
+if [[ ${SETUP_FORCE:-0} == 1 || ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+    log "installing session-ledger[dev,bench] into $VENV"
+    rm -f "$STAMP"
+    $VENV/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' \
+        || die "pip install -e '.[dev,bench]' failed"
+    echo "$want" >"$STAMP"
 fi
 
-log "installing session-ledger[dev] into $VENV"
-rm -f "$STAMP"
-$VENV/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' \
-    || die "pip install -e '.[dev]' failed"
-echo "$want" >"$STAMP"
+# BetterAuth for bench/peers: node_modules from the committed lock file.
+BETTERAUTH=bench/peers/betterauth
+NPM_STAMP=$BETTERAUTH/node_modules/.session-ledger-install.sha256
+if ! command -v npm >/dev/null 2>&1; then
+    log "npm not found: bench/peers cannot run BetterAuth (install Node.js 20+ and npm)"
+    exit 0
+fi
+want=$(sha256sum "$BETTERAUTH/package-lock.json" | cut -d' ' -f1)
+if [[ ${SETUP_FORCE:-0} == 1 || ! -f $NPM_STAMP || $(cat "$NPM_STAMP") != "$want" ]]; then
+    log "npm ci in $BETTERAUTH (builds better-sqlite3: about a minute)"
+    (cd "$BETTERAUTH" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in $BETTERAUTH failed"
+    echo "$want" >"$NPM_STAMP"
+fi
