@@ -63,9 +63,18 @@ def database(backend: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+#: How bench/asgi_servers.py runs the same app on granian (migrated first, as
+#: ``serve`` does): one worker, one runtime thread, uvloop, no websockets.
+GRANIAN = [
+    "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--workers", "1",
+    "--no-ws", "--log-level", "warning", "api.app:app_from_env",
+]  # fmt: skip
+
+
 @contextmanager
-def service(database_url: str, **env: str) -> Iterator[str]:
-    """``session-ledger serve`` in a subprocess; yields its base URL."""
+def service(database_url: str, *, server: str = "uvicorn", **env: str) -> Iterator[str]:
+    """``session-ledger serve`` (or the same app on granian) in a subprocess;
+    yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     environment = {
@@ -76,7 +85,12 @@ def service(database_url: str, **env: str) -> Iterator[str]:
         "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
         **env,
     }
-    command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "session-ledger"), "serve", "--port", str(port)]
+    if server == "granian":
+        migrate = [str(bin_dir / "session-ledger"), "migrate"]
+        subprocess.run(migrate, cwd=ROOT, env=environment, check=True, capture_output=True)
+        command = [str(bin_dir / GRANIAN[0]), *GRANIAN[1:], "--port", str(port)]
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
