@@ -4,7 +4,8 @@ backend (``django.core.cache.backends.redis.RedisCache``, redis-py).
 
 Used as a view would: ``SessionStore()`` filled with the payload and saved
 (a new key: ``exists`` + INSERT for ``db``), and ``SessionStore(key).load()``.
-Django's connection stays open for the whole run (no ``request_finished``
+On SQLite Django gets the pragmas our store runs with (WAL, synchronous
+NORMAL) through ``init_command``. Django's connection stays open for the whole run (no ``request_finished``
 closes it, as ``CONN_MAX_AGE = None`` would keep it in a deployment): the
 fastest way Django can run this.
 """
@@ -37,7 +38,13 @@ def configure(backends: Backends, backend: str, engine: str) -> None:
             "PASSWORD": url.password or "",
         }
     else:
-        database = {"ENGINE": "django.db.backends.sqlite3", "NAME": backends.sqlite_path}
+        database = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": backends.sqlite_path,
+            # The pragmas session-ledger's SQLite store runs with (Django's
+            # default is a rollback journal, synchronous on every commit).
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
     settings.configure(
         SECRET_KEY=SECRET_KEY,
         USE_TZ=True,
