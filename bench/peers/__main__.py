@@ -154,10 +154,12 @@ def main() -> int:
     report = Report(
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         mode=name,
-        settings=settings,
+        settings=dict(settings),
         versions=versions,
     )
     began = time.monotonic()
+    # The machine is shared: say how busy it was (1-minute load, start and end).
+    report.settings["load at start"] = round(os.getloadavg()[0], 1)
     for pair in PAIRS:
         if not chosen(pair.key):
             continue
@@ -198,6 +200,7 @@ def main() -> int:
                 log(f"bench.peers: FAILED http:{config.key}: {exc}")
                 report.failed.append(f"http:{config.key}: {exc}")
 
+    report.settings["load at end"] = round(os.getloadavg()[0], 1)
     log("")
     log(terminal(report.comparisons))
     log("")

@@ -5,9 +5,9 @@ backend (``django.core.cache.backends.redis.RedisCache``, redis-py).
 Used as a view would: ``SessionStore()`` filled with the payload and saved
 (a new key: ``exists`` + INSERT for ``db``), and ``SessionStore(key).load()``.
 On SQLite Django gets the pragmas our store runs with (WAL, synchronous
-NORMAL) through ``init_command``. Django's connection stays open for the whole run (no ``request_finished``
-closes it, as ``CONN_MAX_AGE = None`` would keep it in a deployment): the
-fastest way Django can run this.
+NORMAL) through ``init_command``. Django's connection stays open for the
+whole run (no ``request_finished`` closes it, as ``CONN_MAX_AGE = None``
+would keep it in a deployment): the fastest way Django can run this.
 """
 
 from __future__ import annotations
