@@ -91,22 +91,28 @@ def service(database_url: str, *, server: str = "uvicorn", **env: str) -> Iterat
         migrate = [str(bin_dir / "session-ledger"), "migrate"]
         subprocess.run(migrate, cwd=ROOT, env=environment, check=True, capture_output=True)
         command = [str(bin_dir / GRANIAN[0]), *GRANIAN[1:], "--port", str(port)]
+    with running(command, cwd=ROOT, env=environment, ready=f"{base}/healthz"):
+        yield base
+
+
+@contextmanager
+def running(command: list[str], *, cwd: Path, env: dict[str, str], ready: str) -> Iterator[None]:
+    """A server process, until ``ready`` answers 200 (60 s at most; its
+    output in the error otherwise); terminated on exit."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while True:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError("service did not start:\n" + log.read().decode())
+                    raise RuntimeError(f"{command[0]} did not start:\n" + log.read().decode())
                 try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(ready, timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            yield base
+            yield
         finally:
             process.terminate()
             try:

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from bench.http import Result, wrk
 from bench.peers.harness import Comparison, Measured
 from bench.peers.pairs import HTTP_TARGET, PG, PG_REDIS, SQLITE
 from bench.peers.workload import backends, redis_url
-from bench.server import PASSWORD, SECRET, cookie_header, free_port, service
+from bench.server import PASSWORD, SECRET, cookie_header, free_port, running, service
 
 APP_DIR = Path(__file__).resolve().parent / "betterauth"
 GET_SESSION = "/api/auth/get-session"
@@ -96,38 +95,8 @@ def betterauth(config: HttpConfig, database_url: str, redis_prefix: str) -> Iter
     if config.redis:
         env["BA_REDIS_URL"] = redis_url()
         env["BA_REDIS_PREFIX"] = redis_prefix
-    process = subprocess.Popen(
-        ["node", "server.mjs"],
-        cwd=APP_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        _wait_until_up(process, f"{base}/api/auth/ok")
+    with running(["node", "server.mjs"], cwd=APP_DIR, env=env, ready=f"{base}/api/auth/ok"):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_until_up(process: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"BetterAuth's server exited:\n{out}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("BetterAuth's server did not answer within 60 s")
 
 
 def sign_up(base: str, email: str) -> dict[str, str]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,13 @@ def _pyplot() -> Any:
 
 
 def _bars(
-    comparisons: Sequence[Comparison], labels: list[str], title: str, unit: str, path: Path
+    comparisons: Sequence[Comparison],
+    labels: list[str],
+    title: str,
+    unit: str,
+    path: Path,
+    *,
+    log: bool,
 ) -> Path:
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -69,9 +76,10 @@ def _bars(
     ):
         axis.barh([y - bar / 2 for y in ys], ours, bar, color=OURS_COLOUR, label="session-ledger")
         axis.barh([y + bar / 2 for y in ys], theirs, bar, color=PEER_COLOUR, label="peer")
-        axis.set_xscale("log")
+        if log:
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())
         axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
-        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(xlabel)
         axis.grid(axis="x", which="both", alpha=0.25)
     for y, c in zip(ys, comparisons, strict=True):
@@ -86,38 +94,60 @@ def _bars(
         )
     rates.set_yticks(ys, labels, fontsize=8)
     rates.invert_yaxis()
-    rates.set_xlim(right=rates.get_xlim()[1] * 1.6)  # room for the ratio labels
+    right = rates.get_xlim()[1]
+    rates.set_xlim(right=right * 1.6 if log else right * 1.15)  # room for the ratio labels
     handles, names = rates.get_legend_handles_labels()
     fig.legend(handles, names, loc="upper right", fontsize=8, ncols=2, frameon=False)
     fig.suptitle(title, fontsize=10, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97 - 0.25 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
 
-def in_process_chart(report: Report, directory: Path) -> Path | None:
-    rows = [c for c in report.comparisons if c.kind == "in-process"]
-    if not rows:
-        return None
-    labels = [f"{c.peer}\n{c.config} · {c.op}" for c in rows]
-    title = (
-        f"In process: session-ledger beside each peer ({report.started[:10]}, "
-        f"{report.mode} run; ratio = ours / peer, red below the 1.5x target)"
-    )
-    return _bars(rows, labels, title, "calls/s", directory / "peers-inprocess.png")
+@dataclass(frozen=True)
+class ChartSpec:
+    file: str
+    unit: str
+    label: Callable[[Comparison], str]  # a row's label
+    title: str  # with {date} and {mode}
+    log: bool  # a logarithmic axis (rates over two orders of magnitude)
 
 
-def http_chart(report: Report, directory: Path) -> Path | None:
-    rows = [c for c in report.comparisons if c.kind == "http"]
+CHARTS = {
+    "in-process": ChartSpec(
+        "peers-inprocess.png",
+        "calls/s",
+        lambda c: f"{c.peer}\n{c.config} · {c.op}",
+        "In process: session-ledger beside each peer ({date}, {mode} run; "
+        "ratio = ours / peer, red below the 1.5x target)",
+        log=True,
+    ),
+    "http": ChartSpec(
+        "peers-http.png",
+        "requests/s",
+        lambda c: c.config,
+        "GET /api/auth/get-session: session-ledger serve beside BetterAuth "
+        "({date}, {mode} run; wrk -t1 -c8; red below the 3x target)",
+        log=False,
+    ),
+}
+
+
+def comparison_chart(report: Report, directory: Path, kind: str) -> Path | None:
+    """Rates and p99 of one kind of comparison; None when the run had none."""
+    rows = [c for c in report.comparisons if c.kind == kind]
     if not rows:
         return None
-    labels = [f"{c.config}" for c in rows]
-    title = (
-        f"GET /api/auth/get-session: session-ledger serve beside BetterAuth "
-        f"({report.started[:10]}, {report.mode} run; wrk -t1 -c8)"
-    )
-    return _bars(rows, labels, title, "requests/s", directory / "peers-http.png")
+    spec = CHARTS[kind]
+    labels = [spec.label(c) for c in rows]
+    heading = spec.title.format(date=report.started[:10], mode=report.mode)
+    load = [report.settings.get(f"load at {when}") for when in ("start", "end")]
+    if None not in load:
+        heading += (
+            f"\nshared 2-core machine, 1-minute load {load[0]} at the start, {load[1]} at the end"
+        )
+    return _bars(rows, labels, heading, spec.unit, directory / spec.file, log=spec.log)
 
 
 def scaling_chart(directory: Path) -> Path | None:
@@ -150,11 +180,8 @@ def scaling_chart(directory: Path) -> Path | None:
 
 
 def draw(report: Report, directory: Path) -> list[Path]:
-    drawn = [
-        in_process_chart(report, directory),
-        http_chart(report, directory),
-        scaling_chart(directory),
-    ]
+    drawn = [comparison_chart(report, directory, kind) for kind in CHARTS]
+    drawn.append(scaling_chart(directory))
     return [path for path in drawn if path is not None]
 
 
