@@ -54,6 +54,28 @@ def test_smoke_run_measures_every_peer_and_draws_the_charts(tmp_path: Path) -> N
     assert "| SQLite | BetterAuth | GET get-session |" in markdown
     assert "scaling chart" in done.stdout  # the concurrency hook says why it drew none
 
+    # The hook the concurrency benchmark is to fill: its JSON becomes a chart.
+    (tmp_path / "concurrency.json").write_text(
+        json.dumps(
+            {
+                "started": "2026-12-02T00:00:00+00:00",
+                "operation": "create_session",
+                "writers": [1, 2, 4, 8, 16, 32],
+                "series": {"session-ledger (PostgreSQL)": [400, 700, 1100, 1300, 1350, 1360]},
+            }
+        )
+    )
+    redraw = subprocess.run(
+        [sys.executable, "-m", "bench.peers.charts", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "scaling.png" in redraw.stdout
+    assert (tmp_path / "scaling.png").read_bytes().startswith(PNG_MAGIC)
+
 
 def test_a_missing_package_is_one_line_naming_the_install() -> None:
     # The bench says what to install instead of failing with a traceback.
