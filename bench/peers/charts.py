@@ -97,9 +97,17 @@ def _bars(
     right = rates.get_xlim()[1]
     rates.set_xlim(right=right * 1.6 if log else right * 1.15)  # room for the ratio labels
     handles, names = rates.get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper right", fontsize=8, ncols=2, frameon=False)
+    fig.legend(
+        handles,
+        names,
+        loc="upper right",
+        bbox_to_anchor=(0.98, 1.0),
+        fontsize=8,
+        ncols=2,
+        frameon=False,
+    )
     fig.suptitle(title, fontsize=10, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
