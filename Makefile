@@ -34,4 +34,5 @@ bench-peers:
 	scripts/setup.sh
 	scripts/services.sh
 	scripts/browser.sh wrk
+	scripts/node_deps.sh
 	.venv/bin/python -m bench.peers $(ARGS)

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install the project with its dev and
-# bench extras (the peers smoke test runs the bench's peers), then BetterAuth's
-# packages for bench/peers (npm ci in bench/peers/betterauth, when npm exists).
-# Each install is skipped when its input (pyproject.toml, package-lock.json)
-# has not changed since the last successful one (stamp files). Set
-# SETUP_FORCE=1 to reinstall.
+# bench extras (the peers smoke test, tests/bench, runs the bench's peers;
+# their node packages come from scripts/node_deps.sh). The install is skipped
+# when pyproject.toml has not changed since the last successful one (stamp
+# file inside .venv). Set SETUP_FORCE=1 to reinstall.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,17 +45,3 @@ if [[ ${SETUP_FORCE:-0} == 1 || ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; th
     echo "$want" >"$STAMP"
 fi
 
-# BetterAuth for bench/peers: node_modules from the committed lock file.
-BETTERAUTH=bench/peers/betterauth
-NPM_STAMP=$BETTERAUTH/node_modules/.session-ledger-install.sha256
-if ! command -v npm >/dev/null 2>&1; then
-    log "npm not found: bench/peers cannot run BetterAuth (install Node.js 20+ and npm)"
-    exit 0
-fi
-want=$(sha256sum "$BETTERAUTH/package-lock.json" | cut -d' ' -f1)
-if [[ ${SETUP_FORCE:-0} == 1 || ! -f $NPM_STAMP || $(cat "$NPM_STAMP") != "$want" ]]; then
-    log "npm ci in $BETTERAUTH (builds better-sqlite3: about a minute)"
-    (cd "$BETTERAUTH" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
-        || die "npm ci in $BETTERAUTH failed"
-    echo "$want" >"$NPM_STAMP"
-fi
