@@ -5,8 +5,10 @@ The read path, in order:
 1. the token: ``Authorization: Bearer <signed token>`` (non-browser clients)
    or the signed token cookie; anything unsigned or forged counts as none;
 2. the cookie cache, when allowed: a verified, unexpired value for this very
-   token, whose session this process's revocation feed vouches for, and
-   whose sliding refresh is not due — no I/O at all;
+   token, for a (session, token) pair this process has seen the store vouch
+   for (:mod:`api.validated_sessions`), whose session this process's
+   revocation feed vouches for, and whose sliding refresh is not due — no
+   I/O at all;
 3. otherwise the SessionLedger (read model, may refresh / rotate / touch).
 
 Cookies to send back (a rotated token, a fresh cache value, or the clearing
@@ -33,13 +35,15 @@ from api.bootstrap import Container
 from api.client_ip import ClientIp
 from api.cookie_cache import CachedSession, CookieCache
 from api.cookies import CookieJar
-from api.csrf import OriginCheck
+from api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from api.errors import ApiError
 from api.metrics import ServiceMetrics
 from api.rate_limit import RateLimiter
 from api.revocations import RevocationFeed
 from api.sign_in_guard import SignInGuard
+from api.signing_secrets import signing_secrets
 from api.users.store import SqlUserStore
+from api.validated_sessions import ValidatedSessions
 from ledger.attempts import SignInAttempts
 from ledger.clock import Clock
 from ledger.config import Settings
@@ -84,15 +88,18 @@ class Auth:
     limiter: RateLimiter
     guard: SignInGuard
     metrics: ServiceMetrics
+    validated: ValidatedSessions = field(default_factory=ValidatedSessions)
 
     @classmethod
     def create(cls, container: Container) -> Auth:
         settings = container.settings
-        signer = Signer(settings.secret_values)
+        secrets_in_use = signing_secrets(settings).values
+        signer = Signer(secrets_in_use)
         jar = CookieJar(settings, signer)
         metrics = ServiceMetrics()
         limiter = RateLimiter(settings, metrics)
-        attempts = SignInAttempts(container.store, settings.secret_values[0], container.clock)
+        # Keyed email hashes under the signing secret (ledger.attempts).
+        attempts = SignInAttempts(container.store, secrets_in_use[0], container.clock)
         return cls(
             container=container,
             signer=signer,
@@ -210,6 +217,8 @@ def pending(request: HTTPConnection) -> Pending:
 def finish(request: Request, response: Response) -> Response:
     """Write the queued cookies and headers onto ``response`` (once)."""
     queued = pending(request)
+    if queued.cookies:
+        response.headers["cache-control"] = "no-store"  # the cookies carry the token
     for cookie in queued.cookies:
         response.headers.append("set-cookie", cookie)
     for name, value in queued.headers.items():
@@ -266,6 +275,15 @@ async def resolve(
     token, bearer = presented_token(request, auth)
     if token is None:
         return None
+    if (
+        not bearer
+        and request.scope.get("method") not in SAFE_METHODS
+        and not is_csrf_exempt(request)
+    ):
+        # A cookie rides along on cross-site requests; a bearer header never
+        # does. So a state-changing request that authenticates by cookie must
+        # come from a trusted origin, on host applications' routes too.
+        auth.origins.check(request)
     queued = pending(request)
     now = auth.clock.now()
     if allow_cache and not bearer and auth.cache_enabled:
@@ -273,6 +291,7 @@ async def resolve(
         if (
             cached is not None
             and tokens_equal(str(cached.session["token"]), token)
+            and auth.validated.vouches(str(cached.session["id"]), token)
             and auth.revocations.trusts(str(cached.session["id"]))
             and not _refresh_due(cached, now, auth, auth.jar.remember_me(request.cookies))
         ):
@@ -298,6 +317,7 @@ async def resolve(
             max_age = auth.token_max_age(validated.session.remember_me)
             queued.cookies.append(auth.jar.token(validated.token, max_age))
     if auth.cache_enabled and not bearer:
+        auth.validated.add(validated.session.id, validated.token)
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], now, request.cookies
         )

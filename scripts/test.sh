@@ -11,6 +11,8 @@ scripts/setup.sh || exit 1
 scripts/services.sh || exit 1
 # Debian's chromium for the browser test (tests/e2e), wrk for bench/http.py.
 scripts/browser.sh || exit 1
+# node, BetterAuth's own client (tests/compat) and server (bench/peers, tests/bench).
+scripts/node_deps.sh || exit 1
 
 status=0
 scripts/check.sh || status=1

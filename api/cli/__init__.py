@@ -20,7 +20,7 @@ def main() -> None:
     try:
         app()
     except LedgerError as exc:  # e.g. invalid settings, raised before a command runs
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

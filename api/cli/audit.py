@@ -224,7 +224,7 @@ def _checked(parse: Callable[[], T]) -> T:
     try:
         return parse()
     except LedgerError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

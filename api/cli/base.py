@@ -41,5 +41,5 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(wrapper())
     except LedgerError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

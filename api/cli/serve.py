@@ -11,8 +11,10 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 
 from api.bootstrap import build
-from api.cli.base import DatabaseOption, app, console, run, settings_for
+from api.cli.base import DatabaseOption, app, console, err, run, settings_for
 from api.metrics import METRICS_PORT_ENV
+from api.server_protocol import BoundedHttpToolsProtocol
+from api.signing_secrets import signing_secrets
 from api.users.errors import UserError
 from api.users.store import SqlUserStore
 from ledger.db import make_engine
@@ -41,9 +43,22 @@ def serve(
     the very first run.
     """
     settings = settings_for(database_url)
+    # Refused here, in one line, rather than in uvicorn's lifespan.
+    resolved = signing_secrets(settings, bind_host=host)
     # The app is built by uvicorn's factory from the environment.
     if database_url:
         os.environ["SESSION_LEDGER_DATABASE_URL"] = database_url
+    if resolved.development_file is not None:
+        err.print(
+            "[yellow]warning:[/yellow] no secrets configured: signing cookies with the "
+            f"development secret generated in {resolved.development_file} "
+            "(set SESSION_LEDGER_SECRETS anywhere else)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        # Every process of this server (uvicorn's reload or worker processes)
+        # builds its app from the environment: hand them the same secret.
+        os.environ["SESSION_LEDGER_SECRETS"] = json.dumps(resolved.values)
     url = f"http://{host}:{port}"
     if "base_url" not in settings.model_fields_set:
         # Unconfigured, the base URL (the CSRF check's trusted origin) is
@@ -73,7 +88,12 @@ def serve(
         port=port,
         reload=reload,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a cap on the request head (431 past 16 KiB).
+        http=BoundedHttpToolsProtocol,
+        # Forwarding headers are read by the app alone, from trusted_proxies
+        # only (api.client_ip): uvicorn's own handling trusts X-Forwarded-For
+        # from loopback and would let any local client rewrite its address.
+        proxy_headers=False,
         access_log=access_log,
         log_level="info",
     )

@@ -48,9 +48,9 @@ def chromium() -> Path:
 @contextmanager
 def running_server(
     workdir: Path, env: dict[str, str], port: int, wait_for: str, *args: str
-) -> Iterator[None]:
-    """``session-ledger serve`` in a subprocess until the block ends (``args``:
-    more of serve's options)."""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``session-ledger serve`` in a subprocess until the block ends (the
+    process; ``args``: more of serve's options)."""
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -78,7 +78,7 @@ def running_server(
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not start: " + (workdir / "server.log").read_text())
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -88,18 +88,21 @@ def running_server(
         log.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
+def server_env(tmp_path: Path, base: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
         "SESSION_LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
     }
-    with running_server(tmp_path, env, port, base):
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(tmp_path, server_env(tmp_path, base), port, base):
         yield base
 
 

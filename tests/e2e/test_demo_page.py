@@ -36,6 +36,15 @@ async def test_two_browsers_and_a_revocation(server: str, chromium: Path) -> Non
         try:
             laptop = await (await browser.new_context(user_agent=DESKTOP)).new_page()
             phone = await (await browser.new_context(user_agent=PHONE)).new_page()
+            # The page runs under a strict Content-Security-Policy: nothing it
+            # needs may be blocked (the browser reports a violation as an error).
+            problems: list[str] = []
+            for page in (laptop, phone):
+                page.on(
+                    "console",
+                    lambda m: problems.append(m.text) if m.type == "error" else None,
+                )
+                page.on("pageerror", lambda e: problems.append(str(e)))
 
             await laptop.goto(server)
             signup = laptop.locator("#signup-form")
@@ -71,5 +80,7 @@ async def test_two_browsers_and_a_revocation(server: str, chromium: Path) -> Non
             await phone.reload()
             await expect(phone.locator("#signed-out")).to_be_visible()
             await expect(phone.locator("#signed-in")).to_be_hidden()
+            csp = [p for p in problems if "Content Security Policy" in p]
+            assert csp == [], csp
         finally:
             await browser.close()
