@@ -41,7 +41,7 @@ async def statuses(client: httpx.AsyncClient, n: int, path: str = SIGN_IN) -> li
 
 
 def test_on_in_production_off_in_development_and_test_unless_enabled() -> None:
-    secret = "x" * 40
+    secret = "abuse-test-secret-0123456789abcdef-0123456789"
     assert load_settings(environment="production", secrets=[secret]).rate_limit_enabled
     assert not load_settings(environment="development").rate_limit_enabled
     assert not load_settings(environment="test").rate_limit_enabled
