@@ -5,20 +5,37 @@ arguments, environment variables (``SESSION_LEDGER_`` prefix, ``__`` between
 nested names, e.g. ``SESSION_LEDGER_SESSION__EXPIRES_IN=3600``), a TOML file
 (``SESSION_LEDGER_CONFIG_FILE``, default ``./session-ledger.toml`` when
 present), then the defaults below. Durations are in seconds, as in the spec.
+
+List settings (``StrList``, ``SecretList``) read from the environment as a JSON array, a
+comma-separated list or a single value. Every failure to load, a bad value,
+unreadable TOML or a missing file, is one ConfigError naming the setting.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -27,6 +44,29 @@ from ledger.errors import ConfigError
 DAY = 24 * 60 * 60
 PositiveSeconds = Annotated[int, Field(gt=0)]
 NonNegativeSeconds = Annotated[int, Field(ge=0)]
+
+
+def _split_list(value: Any) -> Any:
+    """A list setting's text: a JSON array, else comma-separated items (one
+    item is a single value). Items containing a comma need the JSON form."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            decoded = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not a valid JSON array ({exc})") from None
+        if not isinstance(decoded, list):
+            raise ValueError("not a JSON array")
+        return decoded
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+#: Every list setting is one of these (NoDecode: pydantic-settings would
+#: insist on JSON; ``_split_list`` takes JSON, commas or a single value).
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
 
 #: Used only when ``environment`` is development and no secret is configured,
 #: so that the demo runs out of the box. Production refuses to start without one.
@@ -112,9 +152,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./session-ledger.db"
     base_url: str = "http://localhost:8000"
     #: HMAC secrets: sign with the first, accept any (rotation). >= 32 characters each.
-    secrets: list[SecretStr] = Field(default_factory=list)
-    trusted_origins: list[str] = Field(default_factory=list)
-    trusted_proxies: list[str] = Field(default_factory=list)
+    secrets: SecretList = Field(default_factory=list)
+    trusted_origins: StrList = Field(default_factory=list)
+    trusted_proxies: StrList = Field(default_factory=list)
     store_tokens: bool = False
     #: Fernet key (urlsafe base64, 32 bytes) for provider tokens at rest.
     encryption_key: SecretStr | None = None
@@ -164,9 +204,16 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = Path(os.environ.get("SESSION_LEDGER_CONFIG_FILE", "session-ledger.toml"))
         if toml_path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {toml_path}: invalid TOML: {exc}") from None
+            except OSError as exc:
+                raise ConfigError(f"config file {toml_path}: {exc.strerror or exc}") from None
         elif "SESSION_LEDGER_CONFIG_FILE" in os.environ:
-            raise ConfigError(f"config file {toml_path} does not exist")
+            raise ConfigError(
+                f"config file {toml_path} does not exist (SESSION_LEDGER_CONFIG_FILE)"
+            )
         return tuple(sources)
 
 
@@ -181,3 +228,11 @@ def load_settings(**overrides: Any) -> Settings:
         if where:
             message = f"{where}: {message}"
         raise ConfigError(f"invalid setting {message}") from None
+    except SettingsError as exc:
+        # A structured setting (a section) whose environment value is not JSON.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = field.group(1) if field else "?"
+        raise ConfigError(
+            f"invalid setting {name}: SESSION_LEDGER_{name.upper()} must be JSON "
+            f"(or set its keys one by one: SESSION_LEDGER_{name.upper()}__KEY)"
+        ) from None

@@ -1,33 +1,36 @@
-"""``session-ledger serve`` and the ``users`` commands of the built-in store."""
+"""``session-ledger serve``: the HTTP API and the demo page under uvicorn."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.exc import DBAPIError
 
-from api.bootstrap import build
-from api.cli.base import DatabaseOption, app, console, run, settings_for
-from api.users.errors import UserError
-from api.users.store import SqlUserStore
-from ledger.db import make_engine
-from ledger.ports import ProviderAccount
-from migrations import upgrade
-
-users_app = typer.Typer(no_args_is_help=True, help="Users of the built-in user store.")
-app.add_typer(users_app, name="users")
+from api.cli.base import DatabaseOption, app, console, error, run, settings_for
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, metavar="PORT", help="Port to listen on.")
+    ] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Server processes on the one port, each with its own pool and feeds "
+            "(about one per CPU core).",
+        ),
+    ] = 1,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="Restart on code changes (development).")
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
     """Serve the HTTP API and the demo page (uvicorn, uvloop + httptools).
@@ -36,7 +39,10 @@ def serve(
     the very first run.
     """
     settings = settings_for(database_url)
-    # The app is built by uvicorn's factory from the environment.
+    if reload and workers > 1:
+        error("--reload runs one process: drop --workers or --reload")
+    # The app is built by uvicorn's factory from the environment (in each
+    # worker process).
     if database_url:
         os.environ["SESSION_LEDGER_DATABASE_URL"] = database_url
     url = f"http://{host}:{port}"
@@ -49,8 +55,12 @@ def serve(
         os.environ["SESSION_LEDGER_BASE_URL"] = url
         if "trusted_origins" not in settings.model_fields_set:
             os.environ["SESSION_LEDGER_TRUSTED_ORIGINS"] = json.dumps(origins[1:])
+    _check_port_free(host, port)
 
     async def migrate() -> None:
+        from ledger.db import make_engine
+        from migrations import upgrade
+
         engine = make_engine(settings.database_url)
         try:
             await upgrade(engine)
@@ -58,12 +68,16 @@ def serve(
             await engine.dispose()
 
     run(migrate)
-    console.print(f"session-ledger: serving on [bold]{url}/[/bold]", highlight=False)
+    import uvicorn
+
+    processes = f" ({workers} processes)" if workers > 1 else ""
+    console.print(f"session-ledger: serving on [bold]{url}/[/bold]{processes}", highlight=False)
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         reload=reload,
         loop="uvloop",
         http="httptools",
@@ -82,69 +96,25 @@ def _served_origins(host: str, port: int) -> list[str]:
     return [f"http://localhost:{port}", f"http://127.0.0.1:{port}", f"http://[::1]:{port}"]
 
 
-@users_app.command("create")
-def create_user(
-    email: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-    role: Annotated[list[str] | None, typer.Option(help="A role (repeatable).")] = None,
-    verified: Annotated[bool, typer.Option(help="Mark the email as verified.")] = False,
-    database_url: DatabaseOption = None,
-) -> None:
-    """Create a user with an email and password (for administrators)."""
+def _check_port_free(host: str, port: int) -> None:
+    """Fail in one line, before "serving on ...", when the address is taken.
 
-    async def main() -> str:
-        container = await build(settings_for(database_url), builtin_users=True)
+    Bound as uvicorn binds (SO_REUSEADDR), then released for it: only a
+    server listening there, not a connection lingering in TIME_WAIT, fails.
+    """
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        error(f"cannot serve on {host}: {exc.strerror or exc} (check --host)")
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            store = container.ledger.users
-            assert isinstance(store, SqlUserStore)
-            user = await store.create_user(
-                email, password, name=name, roles=role or (), email_verified=verified
-            )
-            return user.id
-        except DBAPIError as exc:
-            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
-        finally:
-            await container.close()
-
-    console.print(run(main), highlight=False)
-
-
-@users_app.command("link-account")
-def link_account(
-    user_id: str,
-    provider: str,
-    account_id: str,
-    access_token: Annotated[str | None, typer.Option()] = None,
-    refresh_token: Annotated[str | None, typer.Option()] = None,
-    id_token: Annotated[str | None, typer.Option()] = None,
-    token_type: Annotated[str | None, typer.Option()] = None,
-    scope: Annotated[str | None, typer.Option()] = None,
-    expires_at: Annotated[int | None, typer.Option(help="Epoch seconds.")] = None,
-    database_url: DatabaseOption = None,
-) -> None:
-    """Link a provider account to a user (tokens are encrypted at rest)."""
-    account = ProviderAccount(
-        provider_id=provider,
-        account_id=account_id,
-        access_token=access_token,
-        refresh_token=refresh_token,
-        id_token=id_token,
-        token_type=token_type,
-        scope=scope,
-        expires_at=expires_at,
-    )
-
-    async def main() -> None:
-        container = await build(settings_for(database_url), builtin_users=True)
-        try:
-            store = container.ledger.users
-            assert isinstance(store, SqlUserStore)
-            await store.link_account(user_id, account)
-        except DBAPIError as exc:
-            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
-        finally:
-            await container.close()
-
-    run(main)
-    console.print(f"linked {provider} account {account_id} to user {user_id}", highlight=False)
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == 98:  # EADDRINUSE
+                error(f"port {port} on {host} is in use (another server?): pick one with --port")
+            error(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
