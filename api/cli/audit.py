@@ -204,14 +204,21 @@ class Output:
         self._rows: list[list[str]] = []
         self._csv = csv.writer(sys.stdout) if fmt is Format.CSV else None
         self._ids: Ids = _full_id if console.width >= WIDE else short_id
+        self._started = False
 
     def start(self) -> None:
+        """Begin the output, once the first page (or the end) is in: a query
+        that fails leaves nothing half-written on stdout."""
+        if self._started:
+            return
+        self._started = True
         if self._csv is not None:
             self._csv.writerow([name for name, _ in self.columns])
         elif self.fmt is Format.JSON:
             sys.stdout.write("[")
 
     def add(self, item: Any) -> None:
+        self.start()
         if self.fmt is Format.JSON:
             sys.stdout.write(("," if self.count else "") + "\n" + json.dumps(item.to_json()))
         elif self._csv is not None:
@@ -227,6 +234,7 @@ class Output:
         self.count += 1
 
     def finish(self) -> None:
+        self.start()
         if self.fmt is Format.JSON:
             sys.stdout.write("\n]\n" if self.count else "]\n")
         elif self.fmt is Format.TABLE:
@@ -236,47 +244,22 @@ class Output:
         sys.stdout.flush()
 
     def _flush_table(self) -> None:
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
+        from api.cli.tables import fitted_table
 
-        names = [name for name, _ in self.table]
-        table = Table(
+        table = fitted_table(
+            [name for name, _ in self.table],
+            self._rows,
+            width=console.width,
+            flexible=FLEXIBLE,
             title=self.title if not self.count or self.count <= self.TABLE_ROWS else None,
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            pad_edge=False,
         )
-        limits = _fit(names, self._rows, console.width)
-        for name, limit in zip(names, limits, strict=True):
-            table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=limit)
-        for row in self._rows:
-            # Text, not markup: a user agent like "[bold]" or an IPv6
-            # address like "::1234:" (an emoji code) is printed as it is.
-            table.add_row(*(Text(cell) for cell in row))
         console.print(table)
         self._rows = []
 
 
-#: Columns cut first when a table is too wide (the others stay whole).
-FLEXIBLE = ("by", "ip", "device", "user", "event")
-MIN_FLEXIBLE = 6
-
-
-def _fit(names: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[int | None]:
-    """A maximum width per column (None: its own) so the table fits ``width``:
-    the flexible columns give up their width, the widest first."""
-    widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(names)]
-    # SIMPLE_HEAD without edges: one space on each side of every separator.
-    excess = sum(widths) + 3 * (len(names) - 1) - width
-    flexible = [i for i, name in enumerate(names) if name in FLEXIBLE]
-    while excess > 0 and flexible:
-        widest = max(flexible, key=lambda i: widths[i])
-        if widths[widest] <= MIN_FLEXIBLE:
-            break
-        widths[widest] -= 1
-        excess -= 1
-    return [widths[i] if i in flexible else None for i in range(len(names))]
+#: Columns cut when a table is too wide, down to these widths (the others
+#: stay whole).
+FLEXIBLE = {"by": 6, "ip": 9, "device": 10, "user": 8, "event": 7}
 
 
 async def _stream(
@@ -288,7 +271,6 @@ async def _stream(
     """Pages of ``fetch(after, page_size)`` into ``out``, up to ``limit`` rows."""
     from ledger.audit import MAX_LIMIT
 
-    out.start()
     cursor: int | None = after
     while cursor is not None:
         size = MAX_LIMIT if limit is None else min(MAX_LIMIT, limit - out.count)
@@ -495,7 +477,6 @@ def counts(
 
     async def body(audit: AuditLog) -> None:
         rows: list[DailyCount] = await audit.counts_per_day(types=types or None, **times)
-        out.start()
         for row in rows:
             out.add(row)
         out.finish()

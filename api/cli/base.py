@@ -8,7 +8,6 @@ libraries a command needs are imported inside it, so ``--help`` is quick.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -143,14 +142,16 @@ def print_error(message: str) -> None:
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; any failure becomes one line on stderr and exit 2."""
+    import asyncio
 
     async def wrapper() -> T:
+        from ledger.db import settle_sqlite_threads, sqlite_threads
+
+        before = sqlite_threads()
         try:
             return await main()
         except Exception:
-            from ledger.db import settle_sqlite_threads
-
-            await settle_sqlite_threads()
+            await settle_sqlite_threads(before)
             raise
 
     try:

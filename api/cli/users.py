@@ -78,24 +78,18 @@ def list_users(
     limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 100,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Users by email: id, email, name, roles, created."""
-    from rich import box
-    from rich.table import Table
+    """Users by email: id, email, name, roles (`users show` has the rest)."""
+    from api.cli.tables import fitted_table
 
     async def body(store: SqlUserStore) -> list[list[str]]:
         users = await store.find_users(email, limit=limit)
-        return [[u.id, u.email, u.name, ",".join(u.roles), _time(u.created_at)] for u in users]
+        return [[u.id, u.email, u.name, ",".join(u.roles)] for u in users]
 
     rows = _with_store(settings_for(database_url), body)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("id", "email", "name", "roles", "created (UTC)"):
-        # The id in full (it is what the other commands take); the rest may be cut.
-        table.add_column(
-            column, no_wrap=True, overflow="ellipsis", min_width=36 if column == "id" else None
-        )
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    # The id in full (what the other commands take); the rest may be cut.
+    names = ["id", "email", "name", "roles"]
+    flexible = {"email": 20, "name": 4, "roles": 5}
+    console.print(fitted_table(names, rows, width=console.width, flexible=flexible))
     console.print(f"{len(rows)} user(s)", highlight=False, style="dim")
 
 

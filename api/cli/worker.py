@@ -3,10 +3,7 @@ projection catch-up, ledger digests)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import signal
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -26,6 +23,8 @@ from api.cli.base import (
 from workers.jobs import DIGEST, EXPIRY, PROJECTOR
 
 if TYPE_CHECKING:
+    import asyncio
+
     from rich.console import Group
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,6 +60,8 @@ def worker(
     a failing job is logged (the same error at most once a minute) and shown
     by `session-ledger status` and the worker's /healthz (worker.metrics_port).
     """
+    import logging
+
     from workers.jobs import JOBS
     from workers.logging import configure_logging
 
@@ -110,6 +111,9 @@ def projector_for(container: Container) -> ProjectorWorker | None:
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
+    import asyncio
+    import signal
+
     from workers.logging import get_logger
 
     loop = asyncio.get_running_loop()
