@@ -46,8 +46,10 @@ def chromium() -> Path:
 
 
 @contextmanager
-def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str) -> Iterator[None]:
-    """``session-ledger serve`` in a subprocess until the block ends."""
+def running_server(
+    workdir: Path, env: dict[str, str], port: int, wait_for: str, *args: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``session-ledger serve`` (and ``args``) in a subprocess until the block ends."""
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -57,6 +59,7 @@ def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str)
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         cwd=workdir,
         env=env,
@@ -74,7 +77,7 @@ def running_server(workdir: Path, env: dict[str, str], port: int, wait_for: str)
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not start: " + (workdir / "server.log").read_text())
-        yield
+        yield process
     finally:
         process.terminate()
         try:
