@@ -8,12 +8,19 @@ The FastAPI counterpart of the spec's Next.js examples:
   (``RequiredSession``: 401 ``{code, message}``), or a redirect by hand;
 * a sensitive action -> ``require_fresh_session`` (403 SESSION_NOT_FRESH).
 
-Run it (SQLite in ./session-ledger.db, migrated on start)::
+Run it with the virtualenv active (SQLite in ./session-ledger.db, migrated on
+start)::
 
-    .venv/bin/uvicorn examples.protected_app:app --port 8000
+    SESSION_LEDGER_BASE_URL=http://127.0.0.1:8000 uvicorn examples.protected_app:app --port 8000
 
-then sign up on http://localhost:8000/api/auth/sign-up/email and call
-http://localhost:8000/api/protected with the cookie.
+then sign up on http://127.0.0.1:8000/api/auth/sign-up/email and call
+http://127.0.0.1:8000/api/protected with the cookie.
+
+``SESSION_LEDGER_BASE_URL`` is the origin browsers use for this app: the
+CSRF check accepts state-changing requests (sign-in, sign-out, revoke) only
+from it and ``trusted_origins``. ``session-ledger serve`` sets it from its
+own address; under plain uvicorn say it yourself (the default,
+``http://localhost:8000``, does not match ``127.0.0.1`` or another port).
 """
 
 from __future__ import annotations
