@@ -107,6 +107,11 @@ def create_app(
         async def index() -> FileResponse:
             return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
+        @app.get("/favicon.ico", include_in_schema=False)
+        async def favicon() -> FileResponse:
+            # Browsers ask for it whatever the page links; the same picture.
+            return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     return app
 
 

@@ -88,13 +88,19 @@ def running_server(
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server_database(tmp_path: Path) -> str:
+    """The SQLite file ``server`` serves from."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_database: str) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
-        "SESSION_LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+        "SESSION_LEDGER_DATABASE_URL": server_database,
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
     }

@@ -1,0 +1,43 @@
+// Words for the ledger's codes, shared by the page's scripts: the short id
+// of a session, who acted, why a session ended. Loaded first.
+"use strict";
+
+window.ledgerWords = (() => {
+  // Session ids are UUIDv7: the head is the creation time, shared by
+  // sessions of the same minute; the tail is random. The tail tells them apart.
+  const shortId = (id) => (id ? String(id).slice(-8) : "");
+
+  // Actors as recorded: "user:<id>", "admin:<name>", "system", "system:expiry".
+  function actor(recorded, me) {
+    if (!recorded || recorded === "system" || recorded.startsWith("system:")) return "system";
+    if (recorded === `user:${me}`) return "you";
+    return "admin";
+  }
+
+  const REASONS = {
+    sign_out: "signed out",
+    revoked: "revoked from another device",
+    revoked_others: "signed out from another device (all other sessions)",
+    revoked_all: "all sessions signed out",
+    token_reuse: "ended: its sign-in token was used twice",
+    admin: "ended by an administrator",
+    idle: "expired after inactivity",
+    absolute: "reached its maximum lifetime",
+  };
+  const reason = (code) => (code ? REASONS[code] || code.replace(/_/g, " ") : "");
+
+  // What a device whose session ended is told when it comes back.
+  const ENDED = {
+    revoked: "This session was ended from another device.",
+    revoked_others: "This session was ended from another device.",
+    revoked_all: "This session was ended from another device.",
+    admin: "This session was ended by an administrator.",
+    token_reuse: "This session was ended because its sign-in token was used twice. Sign in again.",
+    idle: "Your session expired after a while without activity. Sign in again.",
+    absolute: "Your session reached its maximum lifetime. Sign in again.",
+    sign_out: "You were signed out.",
+  };
+  const ended = (code) => ENDED[code] || "Your session has ended. Sign in again.";
+
+  return { shortId, actor, reason, ended };
+})();
