@@ -87,7 +87,7 @@ def _database(e: BaseException, url: str | None) -> str | None:
             f"must exist and be writable, {fix}"
         )
     if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
-        return f"{_database_name(url) or where} is not a SQLite database: {fix}"
+        return f"{_database_name(url) or where} is not a SQLite database: check the path {fix}"
     if isinstance(e, socket.gaierror):
         return f"cannot reach the database on {where}: unknown host ({_line(e)}); {fix}"
     if isinstance(e, ConnectionRefusedError):
