@@ -69,30 +69,27 @@ def _assert_one_line(stderr: str, start: str) -> None:
     assert "Traceback" not in stderr
 
 
-@pytest.mark.parametrize("args", COMMANDS, ids=IDS)
-def test_unreachable_server(args: list[str]) -> None:
-    url, message = _unreachable()
+def _fails_in_one_line(args: list[str], url: str, message: str) -> None:
     result = cli(*args, "--database-url", url)
     assert result.exit_code == 2, result.output
     _assert_one_line(result.stderr, message)
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("args", COMMANDS, ids=IDS)
+def test_unreachable_server(args: list[str]) -> None:
+    _fails_in_one_line(args, *_unreachable())
+
+
 @pytest.mark.pg
 @pytest.mark.parametrize("args", COMMANDS, ids=IDS)
 def test_missing_database(args: list[str], pg_server: PgServer) -> None:
-    url, message = _missing_database(pg_server)
-    result = cli(*args, "--database-url", url)
-    assert result.exit_code == 2, result.output
-    _assert_one_line(result.stderr, message)
+    _fails_in_one_line(args, *_missing_database(pg_server))
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=IDS)
 def test_unopenable_sqlite_file(args: list[str], tmp_path: Path) -> None:
-    url, message = _unopenable(tmp_path)
-    result = cli(*args, "--database-url", url)
-    assert result.exit_code == 2, result.output
-    _assert_one_line(result.stderr, message)
+    _fails_in_one_line(args, *_unopenable(tmp_path))
 
 
 def test_a_database_that_is_not_migrated(tmp_path: Path) -> None:
