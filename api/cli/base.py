@@ -8,6 +8,7 @@ libraries a command needs are imported inside it, so ``--help`` is quick.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -27,6 +28,15 @@ class ReadableGroup(TyperGroup):
     flag (no ``<bool>``), an option its metavar (``--since TIME``), an
     argument its name (no ``<str>``)."""
 
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            # --debug before the command, read here rather than declared as
+            # the group's option: typer coerces a declared option through
+            # pydantic, whose import alone doubled `audit user --help`.
+            state.debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+            args = [a for a in args if a != DEBUG_FLAG]
+        return super().parse_args(ctx, args)
+
     def get_params(self, ctx: _click.Context) -> list[_click.Parameter]:
         return _readable(super().get_params(ctx))
 
@@ -41,6 +51,10 @@ def _readable(params: list[Any]) -> list[Any]:
     for param in params:
         if isinstance(param, TyperOption) and param.is_bool_flag:
             param.metavar = ""
+            # A flag not given arrives as None (--help's default), and typer
+            # then builds a pydantic validator to make it a bool; a bool
+            # default skips that, and with it pydantic's import in --help.
+            param.default = bool(param.default)
         elif isinstance(param, TyperOption) and param.metavar is None:
             choice = param.type_descriptor.is_choice
             param.metavar = None if choice else (param.name or "value").upper()
@@ -60,7 +74,9 @@ app = typer.Typer(
     add_completion=False,
     # Failures are one line (``fail``); a traceback only with --debug, plain.
     pretty_exceptions_enable=False,
-    help="session-ledger: an event-sourced session ledger.",
+    help="session-ledger: an event-sourced session ledger.\n\n"
+    "A failure is one line on stderr and exit code 2; session-ledger --debug COMMAND "
+    "(or SESSION_LEDGER_DEBUG=1) shows its traceback.",
 )
 console = Console()
 err = Console(stderr=True)
@@ -81,18 +97,8 @@ class _State:
 state = _State()
 
 
-@app.callback()
-def _global_options(
-    debug: Annotated[
-        bool,
-        typer.Option(
-            "--debug",
-            envvar="SESSION_LEDGER_DEBUG",
-            help="Show the full traceback of a failure instead of one line.",
-        ),
-    ] = False,
-) -> None:
-    state.debug = debug
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "SESSION_LEDGER_DEBUG"
 
 
 def settings_for(database_url: str | None = None) -> Settings:
