@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from ledger.config import Settings
 
 
+class _State:
+    debug = False
+    #: The settings the command runs with, to name what could not be reached.
+    settings: Settings | None = None
+
+
+state = _State()
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "SESSION_LEDGER_DEBUG"
+
+
 class ReadableGroup(TyperGroup):
     """A command group whose help shows what to type: a flag is just the
     flag (no ``<bool>``), an option its metavar (``--since TIME``), an
@@ -86,19 +97,6 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option("--database-url", metavar="URL", help="Overrides SESSION_LEDGER_DATABASE_URL."),
 ]
-
-
-class _State:
-    debug = False
-    #: The settings the command runs with, to name what could not be reached.
-    settings: Settings | None = None
-
-
-state = _State()
-
-
-DEBUG_FLAG = "--debug"
-DEBUG_ENV = "SESSION_LEDGER_DEBUG"
 
 
 def settings_for(database_url: str | None = None) -> Settings:
