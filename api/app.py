@@ -23,7 +23,12 @@ from api.audit_routes import audit_router
 from api.bootstrap import Container, build
 from api.deps import STATE_KEY, Auth
 from api.errors import install_error_handlers
-from api.middleware import LimitsMiddleware, SessionCookieMiddleware
+from api.middleware import (
+    PAGE_CSP,
+    LimitsMiddleware,
+    SecurityHeadersMiddleware,
+    SessionCookieMiddleware,
+)
 from api.routes import health_router, router
 from ledger.clock import Clock
 from ledger.config import Settings, load_settings
@@ -90,13 +95,18 @@ def create_app(
         ):
             yield
 
+    docs = settings.docs_enabled
     app = FastAPI(
         title="session-ledger",
         version="0.1.0",
         description="BetterAuth-compatible session endpoints on an event-sourced ledger.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     install(app)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(router)
     app.include_router(audit_router)
     app.include_router(health_router)
@@ -105,7 +115,10 @@ def create_app(
 
         @app.get("/", include_in_schema=False)
         async def index() -> FileResponse:
-            return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+            return FileResponse(
+                STATIC / "index.html",
+                headers={"cache-control": "no-cache", "content-security-policy": PAGE_CSP},
+            )
 
         @app.get("/favicon.ico", include_in_schema=False)
         async def favicon() -> FileResponse:

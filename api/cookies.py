@@ -4,7 +4,8 @@ Names follow BetterAuth: the token cookie has the configured name
 (``better-auth.session-token``); the cookie cache and the remember-me marker
 share its prefix (the part before the last dot): ``<prefix>.session_data``
 and ``<prefix>.dont_remember``. With secure cookies (production, an https
-base URL, or forced) every name gets the ``__Secure-`` prefix and ``Secure``.
+base URL, or forced) every name gets the ``__Secure-`` prefix and ``Secure``;
+with ``cookie.host_prefix`` the ``__Host-`` prefix instead (no Domain, Path=/).
 
 Values are BetterAuth's signed ``token.signature``, URL-encoded like
 JavaScript's ``encodeURIComponent``.
@@ -20,6 +21,7 @@ from ledger.config import Settings
 from ledger.tokens import Signer
 
 SECURE_PREFIX = "__Secure-"
+HOST_PREFIX = "__Host-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,10 @@ class CookieNames:
 def cookie_names(settings: Settings) -> CookieNames:
     name = settings.cookie.name
     prefix = name.rpartition(".")[0] or name
-    secure = SECURE_PREFIX if settings.secure_cookies else ""
+    if settings.cookie.host_prefix:
+        secure = HOST_PREFIX
+    else:
+        secure = SECURE_PREFIX if settings.secure_cookies else ""
     return CookieNames(
         token=f"{secure}{name}",
         data=f"{secure}{prefix}.session_data",

@@ -2,32 +2,43 @@
 cookie (or, without cookies, ``Sec-Fetch-*`` headers, i.e. comes from a
 browser) must name a trusted origin in ``Origin`` (or, failing that,
 ``Referer``). Trusted: the base URL's origin plus ``settings.trusted_origins``
-(a ``*.`` host prefix matches any subdomain)."""
+(a ``*.`` host prefix matches any subdomain).
+
+The auth router applies it to every route; the session dependencies
+(:mod:`api.deps`) apply it to host applications' routes whenever the session
+comes from a cookie, unless the route is marked :func:`csrf_exempt`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
+from api.urls import origin_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_EXEMPT = "__session_ledger_csrf_exempt__"
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def origin_of(url: str) -> str | None:
-    """``scheme://host[:port]`` lower-cased, default ports dropped; None when not a URL."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    default = 443 if parts.scheme == "https" else 80
-    suffix = f":{port}" if port is not None and port != default else ""
-    return f"{parts.scheme}://{parts.hostname.lower()}{suffix}"
+def csrf_exempt(endpoint: Endpoint) -> Endpoint:
+    """Opt a host application's route out of the Origin check that the session
+    dependencies apply to unsafe methods (a webhook, a form posted from a
+    partner site by design). Put it under the route decorator::
+
+        @app.post("/hooks/ping")
+        @csrf_exempt
+        async def ping(session: OptionalSession): ...
+    """
+    setattr(endpoint, _EXEMPT, True)
+    return endpoint
+
+
+def is_csrf_exempt(conn: HTTPConnection) -> bool:
+    return getattr(conn.scope.get("endpoint"), _EXEMPT, False) is True
 
 
 class OriginCheck:
@@ -52,9 +63,9 @@ class OriginCheck:
             return True
         return any(origin.startswith(s) and origin.endswith(h) for s, h in self._wildcards)
 
-    def check(self, request: Request) -> None:
+    def check(self, request: HTTPConnection) -> None:
         """Raise 403 for a browser-borne state-changing request from elsewhere."""
-        if request.method in SAFE_METHODS:
+        if request.scope.get("method") in SAFE_METHODS:
             return
         headers = request.headers
         browser = "cookie" in headers or any(

@@ -5,8 +5,10 @@ The read path, in order:
 1. the token: ``Authorization: Bearer <signed token>`` (non-browser clients)
    or the signed token cookie; anything unsigned or forged counts as none;
 2. the cookie cache, when allowed: a verified, unexpired value for this very
-   token, whose session this process's revocation feed vouches for, and
-   whose sliding refresh is not due — no I/O at all;
+   token, for a (session, token) pair this process has seen the store vouch
+   for (:mod:`api.validated_sessions`), whose session this process's
+   revocation feed vouches for, and whose sliding refresh is not due — no
+   I/O at all;
 3. otherwise the SessionLedger (read model, may refresh / rotate / touch).
 
 Cookies to send back (a rotated token, a fresh cache value, or the clearing
@@ -33,10 +35,12 @@ from api.bootstrap import Container
 from api.client_ip import ClientIp
 from api.cookie_cache import CachedSession, CookieCache
 from api.cookies import CookieJar
-from api.csrf import OriginCheck
+from api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from api.errors import ApiError
 from api.revocations import RevocationFeed
+from api.signing_secrets import signing_secrets
 from api.users.store import SqlUserStore
+from api.validated_sessions import ValidatedSessions
 from ledger.clock import Clock
 from ledger.config import Settings
 from ledger.service import Payload, RequestContext, SessionLedger, SessionView
@@ -77,11 +81,12 @@ class Auth:
     revocations: RevocationFeed
     client_ip: ClientIp
     origins: OriginCheck
+    validated: ValidatedSessions = field(default_factory=ValidatedSessions)
 
     @classmethod
     def create(cls, container: Container) -> Auth:
         settings = container.settings
-        signer = Signer(settings.secret_values)
+        signer = Signer(signing_secrets(settings).values)
         jar = CookieJar(settings, signer)
         return cls(
             container=container,
@@ -196,6 +201,8 @@ def pending(request: HTTPConnection) -> Pending:
 def finish(request: Request, response: Response) -> Response:
     """Write the queued cookies and headers onto ``response`` (once)."""
     queued = pending(request)
+    if queued.cookies:
+        response.headers["cache-control"] = "no-store"  # the cookies carry the token
     for cookie in queued.cookies:
         response.headers.append("set-cookie", cookie)
     for name, value in queued.headers.items():
@@ -252,6 +259,15 @@ async def resolve(
     token, bearer = presented_token(request, auth)
     if token is None:
         return None
+    if (
+        not bearer
+        and request.scope.get("method") not in SAFE_METHODS
+        and not is_csrf_exempt(request)
+    ):
+        # A cookie rides along on cross-site requests; a bearer header never
+        # does. So a state-changing request that authenticates by cookie must
+        # come from a trusted origin, on host applications' routes too.
+        auth.origins.check(request)
     queued = pending(request)
     now = auth.clock.now()
     if allow_cache and not bearer and auth.cache_enabled:
@@ -259,6 +275,7 @@ async def resolve(
         if (
             cached is not None
             and tokens_equal(str(cached.session["token"]), token)
+            and auth.validated.vouches(str(cached.session["id"]), token)
             and auth.revocations.trusts(str(cached.session["id"]))
             and not _refresh_due(cached, now, auth, auth.jar.remember_me(request.cookies))
         ):
@@ -284,6 +301,7 @@ async def resolve(
             max_age = auth.token_max_age(validated.session.remember_me)
             queued.cookies.append(auth.jar.token(validated.token, max_age))
     if auth.cache_enabled and not bearer:
+        auth.validated.add(validated.session.id, validated.token)
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], now, request.cookies
         )

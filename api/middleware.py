@@ -4,8 +4,12 @@
   dependency queued (a rotated token, a fresh cookie-cache value, clearing
   cookies) onto any response — host applications' routes included, and
   error responses too (a 401 for a dead session clears its cookies).
+  Every response that sets a session cookie says ``Cache-Control: no-store``.
 * :class:`LimitsMiddleware` refuses oversized cookies (431) and bodies (413)
   before any route runs, with the usual ``{code, message}`` body.
+* :class:`SecurityHeadersMiddleware` (the service's own app): ``nosniff``,
+  a referrer policy, no framing, and a Content-Security-Policy on JSON
+  answers (the demo page sets its own).
 """
 
 from __future__ import annotations
@@ -21,31 +25,48 @@ MAX_COOKIE_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
 
-class SessionCookieMiddleware:
+Headers = list[tuple[bytes, bytes]]
+
+
+class _ResponseHeaders:
+    """Pure ASGI middleware that may rewrite each response's headers."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        """The new headers, or None to leave them as they are."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_cookies(message: Message) -> None:
+        async def rewriting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state = scope.get("state") or {}
-                queued = state.get(PENDING_KEY)
-                if isinstance(queued, Pending) and queued:
-                    headers = list(message.get("headers", []))
-                    headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
-                    headers += [
-                        (k.encode("latin-1"), v.encode("latin-1"))
-                        for k, v in queued.headers.items()
-                    ]
-                    state[PENDING_KEY] = Pending()
+                headers = self.rewrite(scope, list(message.get("headers", [])))
+                if headers is not None:
                     message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        await self.app(scope, receive, rewriting_send)
+
+
+class SessionCookieMiddleware(_ResponseHeaders):
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        state = scope.get("state") or {}
+        queued = state.get(PENDING_KEY)
+        if not isinstance(queued, Pending) or not queued:
+            return None
+        if queued.cookies:
+            # The cookies carry the session token: no cache may keep them.
+            headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+            headers.append((b"cache-control", b"no-store"))
+        headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in queued.headers.items()]
+        state[PENDING_KEY] = Pending()
+        return headers
 
 
 class LimitsMiddleware:
@@ -122,3 +143,28 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+#: The demo page: its own scripts, styles and API only; never in a frame.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_JSON_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_ALWAYS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeadersMiddleware(_ResponseHeaders):
+    def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
+        names = {k.lower() for k, _ in headers}
+        headers += [(k, v) for k, v in _ALWAYS if k not in names]
+        json = any(
+            k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers
+        )
+        if json and b"content-security-policy" not in names:
+            headers.append((b"content-security-policy", _JSON_CSP))
+        return headers

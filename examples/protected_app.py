@@ -6,12 +6,18 @@ The FastAPI counterpart of the spec's Next.js examples:
   -> the ``current_session`` dependency (``OptionalSession``);
 * middleware redirecting signed-out users -> ``require_session``
   (``RequiredSession``: 401 ``{code, message}``), or a redirect by hand;
-* a sensitive action -> ``require_fresh_session`` (403 SESSION_NOT_FRESH).
+* a sensitive action -> ``require_fresh_session`` (403 SESSION_NOT_FRESH);
+* CSRF: POST / PUT / PATCH / DELETE routes that authenticate by cookie get
+  the same Origin check as /api/auth (403 INVALID_ORIGIN from elsewhere);
+  ``@csrf_exempt`` opts a route out, bearer requests never need it.
 
 Run it with the virtualenv active (SQLite in ./session-ledger.db, migrated on
-start)::
+start; a secret is required, and forwarding headers are ours to read, not
+uvicorn's)::
 
-    SESSION_LEDGER_BASE_URL=http://127.0.0.1:8000 uvicorn examples.protected_app:app --port 8000
+    export SESSION_LEDGER_SECRETS=$(openssl rand -base64 32)
+    export SESSION_LEDGER_BASE_URL=http://127.0.0.1:8000
+    uvicorn examples.protected_app:app --port 8000 --no-proxy-headers
 
 then sign up on http://127.0.0.1:8000/api/auth/sign-up/email and call
 http://127.0.0.1:8000/api/protected with the cookie.
@@ -33,6 +39,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from api.app import install, session_ledger
+from api.csrf import csrf_exempt
 from api.deps import FreshSession, OptionalSession, RequiredSession
 from api.routes import router
 from ledger.config import load_settings
@@ -69,3 +76,16 @@ async def dashboard(session: OptionalSession) -> dict[str, Any] | RedirectRespon
 async def change_email(session: FreshSession) -> dict[str, Any]:
     """A sensitive action: needs a session younger than ``fresh_age``."""
     return {"ok": True, "userId": session.user_id}
+
+
+@app.post("/api/preferences")
+async def save_preferences(session: RequiredSession) -> dict[str, Any]:
+    """A state-changing route: refused (403) when posted from another origin."""
+    return {"saved": True, "userId": session.user_id}
+
+
+@app.post("/api/hooks/ping")
+@csrf_exempt
+async def ping(session: OptionalSession) -> dict[str, Any]:
+    """Opted out of the Origin check (e.g. posted by a partner site by design)."""
+    return {"pong": True, "signedIn": session is not None}

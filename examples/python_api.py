@@ -49,8 +49,10 @@ async def main(database_url: str) -> None:
         await ledger.update_session(token, {"theme": "light"})
         await ledger.reauthenticate(token, LAPTOP)  # after asking for the password again
 
-        # Revoke the phone (also: revoke_sessions, revoke_other_sessions,
-        # revoke_all_sessions): it is refused at once, wherever it shows up.
+        # Revoke the phone by its id (or by a raw token, as BetterAuth's
+        # revoke-session takes it: revoke_session_by_id_or_token; also
+        # revoke_sessions, revoke_other_sessions, revoke_all_sessions): it is
+        # refused at once, wherever it shows up.
         await ledger.revoke_session("user-1", phone.id, LAPTOP)
         assert await ledger.get_session(phone_token, PHONE) is None
 

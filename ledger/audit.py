@@ -348,6 +348,9 @@ async def iterate(fetch: Callable[[int], Awaitable[Page[T]]], after: int = 0) ->
 
 # ------------------------------------------------------------------ parsing
 
+#: Positions are BIGINT: a larger bound would overflow the driver's encoding.
+MAX_POSITION = 2**63 - 1
+
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -361,16 +364,20 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
     if value.lower() == "now":
         return reference
     relative = _RELATIVE.match(value.lower())
-    if relative:
-        amount, unit = relative.groups()
-        return reference - timedelta(**{_UNITS[unit]: int(amount)})
     try:
+        if relative:
+            amount, unit = relative.groups()
+            return reference - timedelta(**{_UNITS[unit]: int(amount)})
         parsed = datetime.fromisoformat(value)
+        return utc(parsed)
+    except OverflowError:
+        # An age reaching before year 1, or an offset pushing a date past
+        # year 1 / 9999 once in UTC.
+        raise AuditQueryError(f"time out of range: {text[:64]!r}") from None
     except ValueError:
         raise AuditQueryError(
-            f"not a time: {text!r} (use ISO 8601 like 2026-01-31T02:14:00Z, 'now' or 7d / 12h)"
+            f"not a time: {text[:64]!r} (use ISO 8601 like 2026-01-31T02:14:00Z, 'now' or 7d / 12h)"
         ) from None
-    return utc(parsed)
 
 
 def parse_network(text: str) -> IpNetwork:
@@ -483,8 +490,8 @@ def _check_limit(limit: int) -> int:
 
 
 def _check_after(after: int) -> int:
-    if not isinstance(after, int) or after < 0:
-        raise AuditQueryError("after must be a position >= 0")
+    if not isinstance(after, int) or not 0 <= after <= MAX_POSITION:
+        raise AuditQueryError(f"after must be a position from 0 to {MAX_POSITION}")
     return after
 
 

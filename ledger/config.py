@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     SecretStr,
     ValidationError,
     model_validator,
@@ -68,13 +69,75 @@ def _split_list(value: Any) -> Any:
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
 
-#: Used only when ``environment`` is development and no secret is configured,
-#: so that the demo runs out of the box. Production refuses to start without one.
-DEVELOPMENT_SECRET = "session-ledger-development-secret-do-not-use-in-production"  # noqa: S105
+#: A secret shorter than this, or with fewer distinct characters, is refused.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT = 10
+#: The one line that says what to set when no secret is configured.
+MISSING_SECRETS = (
+    "no secrets configured: set SESSION_LEDGER_SECRETS to one or more random strings "
+    "of 32+ characters, newest first, comma-separated or as a JSON list "
+    "(e.g. from openssl rand -base64 32)"
+)
+
+
+def weak_secret(secret: str) -> bool:
+    """Too short, or too little variety (one repeated character, a short pattern)."""
+    return len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_DISTINCT
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Keys of BetterAuth's session object (plus ours): never additional fields.
+RESERVED_FIELDS = frozenset(
+    {
+        "id",
+        "token",
+        "userId",
+        "expiresAt",
+        "createdAt",
+        "updatedAt",
+        "ipAddress",
+        "userAgent",
+        "device",
+        "lastActive",
+        "authenticatedAt",
+        "fresh",
+        "current",
+    }
+)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+class AdditionalField(_Section):
+    """A declared session field (BetterAuth's ``session.additionalFields``)."""
+
+    type: Literal["string", "number", "boolean", "array", "object"]
+    #: Set on every new session unless given; None = no default.
+    default: JsonValue = None
+    #: Whether clients may set it (update-session); server code always may.
+    input: bool = True
+
+    def accepts(self, value: Any) -> bool:
+        """A value of the declared JSON type, or null (unset)."""
+        if value is None:
+            return True
+        if isinstance(value, bool) and self.type != "boolean":
+            return False  # JSON true is not a number
+        return isinstance(value, _JSON_TYPES[self.type])
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> AdditionalField:
+        if not self.accepts(self.default):
+            raise ValueError(f"default must be a {self.type}")
+        return self
 
 
 class SessionPolicy(_Section):
@@ -96,6 +159,24 @@ class SessionPolicy(_Section):
     short_session_expires_in: PositiveSeconds = DAY
     #: Record activity at most this often (always on a new IP / user agent).
     activity_interval: NonNegativeSeconds = 300
+    #: Declared session fields: name -> type, default, input. Clients may set
+    #: only these (those with ``input``) through update-session.
+    additional_fields: dict[str, AdditionalField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _field_names(self) -> SessionPolicy:
+        reserved = sorted(RESERVED_FIELDS.intersection(self.additional_fields))
+        if reserved:
+            raise ValueError(f"additional_fields: {reserved[0]!r} is a reserved session key")
+        return self
+
+    @property
+    def field_defaults(self) -> dict[str, JsonValue]:
+        return {
+            name: spec.default
+            for name, spec in self.additional_fields.items()
+            if spec.default is not None
+        }
 
     @property
     def expires_in_delta(self) -> timedelta:
@@ -116,6 +197,10 @@ class CookieSettings(_Section):
         "better-auth.session-token"
     )
     options: CookieOptions = CookieOptions()
+    #: ``__Host-`` instead of ``__Secure-`` on every cookie name: browsers
+    #: then refuse the cookie from any other host (a sibling subdomain cannot
+    #: set or shadow it). Needs secure cookies, path "/" and no domain.
+    host_prefix: bool = False
 
 
 class CookieCacheSettings(_Section):
@@ -152,9 +237,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./session-ledger.db"
     base_url: str = "http://localhost:8000"
     #: HMAC secrets: sign with the first, accept any (rotation). >= 32 characters each.
+    #: None configured: see api.signing_secrets (only a loopback development
+    #: server runs then, on a secret it generates).
     secrets: SecretList = Field(default_factory=list)
     trusted_origins: StrList = Field(default_factory=list)
     trusted_proxies: StrList = Field(default_factory=list)
+    #: /docs, /redoc and /openapi.json; None = on except in production.
+    docs: bool | None = None
     store_tokens: bool = False
     #: Fernet key (urlsafe base64, 32 bytes) for provider tokens at rest.
     encryption_key: SecretStr | None = None
@@ -167,10 +256,22 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         for secret in self.secrets:
-            if len(secret.get_secret_value()) < 32:
-                raise ValueError("secrets: each secret must be at least 32 characters")
+            if weak_secret(secret.get_secret_value()):
+                raise ValueError(
+                    f"secrets: each secret must be at least {MIN_SECRET_LENGTH} characters "
+                    f"of random text with at least {MIN_SECRET_DISTINCT} distinct characters "
+                    "(e.g. openssl rand -base64 32)"
+                )
         if self.environment == "production" and not self.secrets:
-            raise ValueError("secrets: production needs at least one secret")
+            raise ValueError(f"secrets: {MISSING_SECRETS}")
+        cookie = self.cookie
+        if cookie.host_prefix and not (
+            self.secure_cookies and cookie.options.path == "/" and cookie.options.domain is None
+        ):
+            raise ValueError(
+                "cookie.host_prefix: needs secure cookies (production or an https base_url), "
+                "cookie.options.path / and no cookie.options.domain"
+            )
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
                 "database_url: use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
@@ -179,8 +280,12 @@ class Settings(BaseSettings):
 
     @property
     def secret_values(self) -> list[str]:
-        values = [s.get_secret_value() for s in self.secrets]
-        return values or [DEVELOPMENT_SECRET]
+        """The configured secrets (possibly none: see api.signing_secrets)."""
+        return [s.get_secret_value() for s in self.secrets]
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.docs if self.docs is not None else self.environment != "production"
 
     @property
     def is_postgres(self) -> bool:

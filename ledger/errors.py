@@ -73,6 +73,13 @@ class InvalidCommandError(SessionError):
     code = "INVALID_COMMAND"
 
 
+class InvalidFieldsError(SessionError):
+    """A session field that is not declared (over HTTP: not declared as
+    input) or whose value has the wrong type (``session.additional_fields``)."""
+
+    code = "INVALID_FIELDS"
+
+
 class SessionNotFreshError(SessionError):
     """A sensitive operation needs a recent sign-in (``fresh_age``)."""
 

@@ -22,6 +22,7 @@ from ledger.devices import describe_device
 from ledger.errors import (
     ConcurrencyError,
     InvalidCommandError,
+    InvalidFieldsError,
     LedgerError,
     SessionNotFoundError,
     SessionNotFreshError,
@@ -38,6 +39,7 @@ from ledger.session import (
     decide,
     decide_validation,
     evolve,
+    has_lone_surrogate,
     is_fresh,
     refresh_due,
 )
@@ -142,9 +144,13 @@ class SessionLedger:
         fields: Fields | None = None,
     ) -> tuple[SessionView, str]:
         """Start a session; returns it with its token (the only time it exists)."""
-        if not user_id or len(user_id) > 128 or "\x00" in user_id:
-            raise InvalidCommandError("user id must be 1-128 characters, without NUL")
+        if not user_id or len(user_id) > 128 or "\x00" in user_id or has_lone_surrogate(user_id):
+            raise InvalidCommandError(
+                "user id must be 1-128 characters, without NUL or lone surrogates"
+            )
         _check_fields(fields or {}, allow_empty=True)
+        fields = {**self.policy.field_defaults, **(fields or {})}
+        self._check_declared(fields)
         token = new_token()
         session_id = str(uuid7())
         now = self.clock.now()
@@ -286,7 +292,17 @@ class SessionLedger:
         self, token: str, fields: Fields, ctx: RequestContext = NO_CONTEXT
     ) -> SessionView:
         _check_fields(fields, allow_empty=False)
+        self._check_declared(fields)
         return await self._command_by_token(token, UpdateFields(fields=dict(fields)), ctx)
+
+    def _check_declared(self, fields: Mapping[str, Any]) -> None:
+        """Declared fields must have their declared type. Server code may set
+        fields that are not declared (clients may not: see the HTTP layer)."""
+        declared = self.policy.additional_fields
+        for name, value in fields.items():
+            spec = declared.get(name)
+            if spec is not None and not spec.accepts(value):
+                raise InvalidFieldsError(f"field {name!r} must be a {spec.type} or null")
 
     async def reauthenticate(self, token: str, ctx: RequestContext = NO_CONTEXT) -> SessionView:
         return await self._command_by_token(token, Reauthenticate(), ctx)
@@ -315,6 +331,30 @@ class SessionLedger:
     ) -> bool:
         """Revoke one of the user's sessions. False when it had already ended."""
         return await self.revoke_sessions(user_id, [session_id], ctx, reason=reason) > 0
+
+    async def revoke_session_by_id_or_token(
+        self, user_id: str, id_or_token: str, ctx: RequestContext = NO_CONTEXT
+    ) -> str | None:
+        """BetterAuth's revoke-session: ``id_or_token`` is one of the user's
+        session ids (what list_sessions hands out) or a raw token of one of
+        the user's sessions (what a client holds). Returns the id of the
+        session revoked (or already ended), or None when nothing of the
+        user's matches: then nothing is written, and an unknown value and
+        another user's answer alike."""
+        state: SessionState | None = None
+        if isinstance(id_or_token, str) and SESSION_ID.fullmatch(id_or_token):
+            owned = [s for s in await self.read_model.by_ids([id_or_token]) if s.user_id == user_id]
+            state = owned[0] if owned else None
+        if state is None and is_well_formed(id_or_token):
+            found = await self.read_model.by_token_hash(hash_token(id_or_token))
+            state = found if found is not None and found.user_id == user_id else None
+        if state is None:
+            return None
+        try:
+            await self.revoke_session(user_id, state.session_id, ctx)
+        except SessionNotFoundError:
+            return None
+        return state.session_id
 
     async def revoke_sessions(
         self,

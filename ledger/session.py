@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -303,9 +304,12 @@ def _contains(hashes: Iterable[str], candidate: str) -> bool:
 
 
 def _clip(text: str | None) -> str | None:
-    # NUL is dropped for the same reason as in _check_text, but silently:
-    # these come from request headers and must never make a request fail.
-    return None if text is None else text.replace("\x00", "")[:MAX_TEXT]
+    # NUL (and lone surrogates) are dropped for the same reasons as in
+    # _check_text, but silently: these come from request headers and must
+    # never make a request fail.
+    if text is None:
+        return None
+    return valid_unicode(text.replace("\x00", ""))[:MAX_TEXT]
 
 
 def _check_hash(token_hash: str) -> str:
@@ -346,10 +350,36 @@ def _check_json(value: Any, depth: int = 0) -> None:
 
 
 def _check_text(text: str) -> None:
-    # PostgreSQL cannot store NUL in text or JSONB: refuse it here, as a typed
-    # error, rather than let the append fail in the database.
+    # PostgreSQL cannot store NUL in text or JSONB, and a lone surrogate
+    # (JSON's "\ud800") has no UTF-8 form at all, so neither the hash chain
+    # nor any database could take it: refuse both here, as typed errors,
+    # rather than let the append fail half way.
     if "\x00" in text:
         raise InvalidCommandError("fields must not contain NUL characters")
+    if has_lone_surrogate(text):
+        raise InvalidCommandError("fields must be valid Unicode (no lone surrogates)")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` has no UTF-8 form (a surrogate code point on its own)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with any lone surrogate replaced by U+FFFD."""
+    if not has_lone_surrogate(text):
+        return text
+    # In a Python str a surrogate code point is always a lone one.
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _check_fields(fields: Mapping[str, JsonValue]) -> dict[str, JsonValue]:

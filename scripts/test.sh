@@ -11,6 +11,8 @@ scripts/setup.sh || exit 1
 scripts/services.sh || exit 1
 # Debian's chromium for the browser test (tests/e2e), wrk for bench/http.py.
 scripts/browser.sh || exit 1
+# node and BetterAuth's own client, for the compatibility test (tests/compat).
+scripts/node_deps.sh || exit 1
 
 status=0
 scripts/check.sh || status=1

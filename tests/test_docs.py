@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -76,14 +77,21 @@ def test_every_relative_link_resolves_inside_the_repository(readme: Path) -> Non
 def test_the_protected_example_accepts_its_own_origin_under_plain_uvicorn(
     tmp_path: Path,
 ) -> None:
-    """The command from examples/protected_app.py's docstring, on a free port."""
+    """The commands from examples/protected_app.py's docstring, on a free port."""
     doc = (ROOT / "examples" / "protected_app.py").read_text()
-    line = next(ln.strip() for ln in doc.splitlines() if "uvicorn examples.protected_app" in ln)
+    block = doc.split("uvicorn's)::\n\n", 1)[1].split("\n\n", 1)[0]
     port = free_port()
-    words = shlex.split(line.replace("8000", str(port)))
-    env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
-    command = [w for w in words if w not in {f"{k}={v}" for k, v in env.items()}]
-    command[0] = str(Path(sys.executable).parent / Path(command[0]).name)
+    env: dict[str, str] = {}
+    command: list[str] = []
+    for line in block.replace("8000", str(port)).splitlines():
+        words = shlex.split(line.strip())
+        if words[0] == "export":
+            name, _, value = words[1].partition("=")
+            # $(openssl rand -base64 32): a random secret of that form
+            env[name] = secrets.token_urlsafe(32) if value.startswith("$(") else value
+        else:
+            command = words
+    command[0] = str(Path(sys.executable).parent / command[0])
     origin = env["SESSION_LEDGER_BASE_URL"]
     assert origin == f"http://127.0.0.1:{port}"  # the address uvicorn says it runs on
     server = subprocess.Popen(

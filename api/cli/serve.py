@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.cli.base import DatabaseOption, app, console, error, run, settings_for
+from api.cli.base import DatabaseOption, app, console, err, error, fail, run, settings_for
+
+if TYPE_CHECKING:
+    from ledger.config import Settings
 
 
 @app.command()
@@ -38,9 +41,15 @@ def serve(
     Migrates the database first, so the embedded SQLite default works on
     the very first run.
     """
+    from api.signing_secrets import check_signing_secrets
+
     settings = settings_for(database_url)
     if reload and workers > 1:
         error("--reload runs one process: drop --workers or --reload")
+    try:
+        check_signing_secrets(settings, bind_host=host)
+    except Exception as exc:
+        fail(exc)
     # The app is built by uvicorn's factory from the environment (in each
     # worker process).
     if database_url:
@@ -68,7 +77,10 @@ def serve(
             await engine.dispose()
 
     run(migrate)
+    _signing_secrets(settings, host)
     import uvicorn
+
+    from api.server_protocol import BoundedHttpToolsProtocol
 
     processes = f" ({workers} processes)" if workers > 1 else ""
     console.print(f"session-ledger: serving on [bold]{url}/[/bold]{processes}", highlight=False)
@@ -80,10 +92,38 @@ def serve(
         workers=workers,
         reload=reload,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a cap on the request head (431 past 16 KiB).
+        http=BoundedHttpToolsProtocol,
+        # Forwarding headers are read by the app alone, from trusted_proxies
+        # only (api.client_ip): uvicorn's own handling trusts X-Forwarded-For
+        # from loopback and would let any local client rewrite its address.
+        proxy_headers=False,
         access_log=access_log,
         log_level="info",
     )
+
+
+def _signing_secrets(settings: Settings, host: str) -> None:
+    """Resolved here, after the database opened (a generated development
+    secret is kept beside its file), and handed to every process of the
+    server; a failure is one line rather than uvicorn's lifespan traceback."""
+    from api.signing_secrets import signing_secrets
+
+    try:
+        resolved = signing_secrets(settings, bind_host=host)
+    except Exception as exc:
+        fail(exc)
+    if resolved.development_file is not None:
+        err.print(
+            "[yellow]warning:[/yellow] no secrets configured: signing cookies with the "
+            f"development secret generated in {resolved.development_file} "
+            "(set SESSION_LEDGER_SECRETS anywhere else)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        # Every process of this server (uvicorn's reload or worker processes)
+        # builds its app from the environment: hand them the same secret.
+        os.environ["SESSION_LEDGER_SECRETS"] = json.dumps(resolved.values)
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}  # noqa: S104  (names, not binds)

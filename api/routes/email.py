@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.csrf import origin_of
 from api.deps import Auth, pending, request_context
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
-from api.users.store import MAX_EMAIL, MAX_IMAGE, MAX_NAME, MAX_PASSWORD, SqlUserStore
+from api.urls import parse_absolute
+from api.users.store import MAX_IMAGE, MAX_NAME, MAX_PASSWORD, SqlUserStore
 from ledger.ports import UserRecord
 from ledger.service import ValidatedSession, user_json
 
@@ -25,7 +26,9 @@ _MAX_PASSWORD_FIELD = MAX_PASSWORD * 8
 
 class SignUpBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    email: Annotated[str, Field(max_length=MAX_EMAIL)]
+    #: Any string: a malformed one (too long included) is INVALID_EMAIL, as in
+    #: BetterAuth; the body limit bounds it.
+    email: str
     password: Annotated[str, Field(max_length=_MAX_PASSWORD_FIELD)]
     name: Annotated[str, Field(max_length=MAX_NAME)] = ""
     image: Annotated[str | None, Field(max_length=MAX_IMAGE)] = None
@@ -48,16 +51,29 @@ def _users(auth: Auth) -> SqlUserStore:
     return users
 
 
+#: C0 and C1 controls and DEL: browsers drop some of them (tab, newline) from
+#: URLs before parsing, which turns "/\t/evil.example" into "//evil.example".
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _callback(auth: Auth, url: str | None) -> str | None:
-    """The redirect target, if it stays on a trusted origin (else 403)."""
+    """The redirect target (403 unless it stays on a trusted origin).
+
+    A relative target must be a path on this origin: ``/`` not followed by
+    ``/`` or ``\\``, and no backslash or control character anywhere (browsers
+    read ``\\`` as ``/`` and drop tabs and newlines). An absolute one is parsed
+    as a browser parses it (WHATWG rules, ada) and its origin must be the base
+    URL's or a trusted one; the normalised URL is what we hand back."""
     if url is None:
         return None
-    if url.startswith("/") and not url.startswith(("//", "/\\")):
-        return url
-    origin = origin_of(url)
-    if origin is None or not auth.origins.trusted(origin):
-        raise ApiError(403, "INVALID_CALLBACK_URL", "callbackURL is not a trusted origin")
-    return url
+    if url.startswith("/"):
+        if url[1:2] != "/" and "\\" not in url and _CONTROL.search(url) is None:
+            return url
+    else:
+        parsed = parse_absolute(url)
+        if parsed is not None and auth.origins.trusted(parsed.origin):
+            return parsed.href
+    raise ApiError(403, "INVALID_CALLBACK_URL", "callbackURL is not a trusted origin")
 
 
 async def _start_session(
@@ -77,6 +93,7 @@ async def _start_session(
     payload = await auth.ledger.payload(ValidatedSession(session=view, token=token))
     user_body = payload["user"] if payload is not None else user_json(user)
     if auth.cache_enabled and payload is not None:
+        auth.validated.add(view.id, token)
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], auth.clock.now(), request.cookies
         )

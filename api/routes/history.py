@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from api.deps import StoreSession
 from api.routes.common import AuthDep, errors, respond
+from ledger.audit import MAX_POSITION
 from ledger.clock import iso_ms, utc
 from ledger.devices import describe_device
 from ledger.events import (
@@ -61,7 +62,9 @@ async def session_history(
     auth: AuthDep,
     session: StoreSession,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="position to page back from")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_POSITION, description="position to page back from")
+    ] = None,
 ) -> JSONResponse:
     query = (
         select(events_table)

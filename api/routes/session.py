@@ -32,29 +32,12 @@ session_router = APIRouter(tags=["session"])
 
 #: Ids are ours (UUIDs); anything else is refused before it reaches a query.
 SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-#: Keys of the session object that additional fields may not overwrite.
-RESERVED_FIELDS = frozenset(
-    {
-        "id",
-        "token",
-        "userId",
-        "expiresAt",
-        "createdAt",
-        "updatedAt",
-        "ipAddress",
-        "userAgent",
-        "device",
-        "lastActive",
-        "authenticatedAt",
-        "fresh",
-        "current",
-    }
-)
 
 
 class RevokeSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    #: The session id, as list-sessions hands it out in ``token``.
+    #: A session id, as list-sessions hands it out in ``token``, or the raw
+    #: token of a session (what getSession returns in ``session.token``).
     token: SessionId
 
 
@@ -139,12 +122,17 @@ async def list_sessions(request: Request, auth: AuthDep, session: FreshSession) 
     return respond(request, [session_json(v) for v in views])
 
 
-@session_router.post("/revoke-session", responses=errors(401, 403, 404))
+@session_router.post("/revoke-session", responses=errors(401, 403))
 async def revoke_session(
     request: Request, auth: AuthDep, session: FreshSession, body: RevokeSessionBody
 ) -> JSONResponse:
-    await auth.ledger.revoke_session(session.user_id, body.token, request_context(request, auth))
-    _clear_if_current(request, auth, session, {body.token})
+    """As BetterAuth: ``{status: true}`` also for a token or id that is
+    unknown or another user's (nothing is written, and ids cannot be probed)."""
+    revoked = await auth.ledger.revoke_session_by_id_or_token(
+        session.user_id, body.token, request_context(request, auth)
+    )
+    if revoked is not None:
+        _clear_if_current(request, auth, session, {revoked})
     return respond(request, {"status": True})
 
 
@@ -193,10 +181,15 @@ async def update_session(
     session: StoreSession,
     fields: Annotated[dict[str, JsonValue], Body()],
 ) -> JSONResponse:
-    """Merge additional fields into the session; answers ``{session}``."""
-    reserved = sorted(RESERVED_FIELDS.intersection(fields))
-    if reserved:
-        raise ApiError(400, "VALIDATION_ERROR", f"field {reserved[0]!r} cannot be updated")
+    """Merge additional fields into the session; answers ``{session}``.
+
+    Only fields declared in ``session.additional_fields`` with ``input`` (as
+    BetterAuth's ``additionalFields``): anything else is 400 INVALID_FIELDS."""
+    declared = auth.settings.session.additional_fields
+    for name in fields:
+        spec = declared.get(name)
+        if spec is None or not spec.input:
+            raise ApiError(400, "INVALID_FIELDS", f"field {name[:64]!r} cannot be set")
     view = await auth.ledger.update_session(session.token, fields, request_context(request, auth))
     body = session_json(view, session.token)
     if auth.cache_enabled and not session.via_bearer:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid6 import uuid7
 
+from api.urls import parse_absolute
 from api.users.crypto import TokenBox
 from api.users.errors import (
     InvalidEmailError,
@@ -172,6 +173,12 @@ class SqlUserStore:
             raise InvalidUserInputError(f"name must be at most {MAX_NAME} printable characters")
         if image is not None and (len(image) > MAX_IMAGE or not _printable(image)):
             raise InvalidUserInputError(f"image must be at most {MAX_IMAGE} printable characters")
+        if image is not None:
+            # Pages put it in <img src>: never javascript:, data: or a relative path.
+            parsed = parse_absolute(image)
+            if parsed is None:
+                raise InvalidUserInputError("image must be an absolute http(s) URL")
+            image = parsed.href
         if any(not r or len(r) > MAX_ROLE or not _printable(r) for r in roles):
             raise InvalidUserInputError(f"roles must be 1-{MAX_ROLE} characters each")
         password_hash = None

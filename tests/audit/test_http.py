@@ -95,6 +95,12 @@ async def test_admin_queries(service: Service, clock: ManualClock) -> None:
         ("/ip", {"network": "10.0.0.0/99"}),
         ("/active-at", {"at": "2026-02-30"}),
         ("/counts", {"type": "Nope"}),
+        # Ages and offsets that overflow a datetime (500s before).
+        ("/revocations", {"since": "99999999d"}),
+        ("/revocations", {"until": "9" * 40 + "w"}),
+        ("/active-at", {"at": "99999999d"}),
+        ("/active-at", {"at": "0001-01-01T00:00:00+05:00"}),
+        ("/counts", {"until": "9999-12-31T23:59:59-05:00"}),
     ],
 )
 async def test_bad_queries_are_400(service: Service, path: str, params: dict[str, str]) -> None:
@@ -125,3 +131,10 @@ CHROME = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
 )
+
+
+async def test_own_activity_with_an_overflowing_age_is_400(service: Service) -> None:
+    await service.sign_up()
+    response = await service.client.get("/api/auth/audit/activity", params={"since": "99999999d"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_AUDIT_QUERY"

@@ -87,24 +87,32 @@ def running_server(
         log.close()
 
 
-@pytest.fixture
-def server_database(tmp_path: Path) -> str:
-    """The SQLite file ``server`` serves from."""
+def e2e_database(tmp_path: Path) -> str:
+    """The SQLite file a test's server serves from."""
     return f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
 
 
-@pytest.fixture
-def server(tmp_path: Path, server_database: str) -> Iterator[str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
+def server_env(tmp_path: Path, base: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
-        "SESSION_LEDGER_DATABASE_URL": server_database,
+        "SESSION_LEDGER_DATABASE_URL": e2e_database(tmp_path),
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
     }
-    with running_server(tmp_path, env, port, base):
+
+
+@pytest.fixture
+def server_database(tmp_path: Path) -> str:
+    """The database ``server`` serves from."""
+    return e2e_database(tmp_path)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(tmp_path, server_env(tmp_path, base), port, base):
         yield base
 
 

@@ -66,6 +66,15 @@ async def test_two_browsers_a_revocation_and_the_words_for_it(
             laptop = await (await browser.new_context(user_agent=DESKTOP)).new_page()
             phone = await (await browser.new_context(user_agent=PHONE)).new_page()
             failed = failures(laptop)
+            # The page runs under a strict Content-Security-Policy: nothing it
+            # needs may be blocked (the browser reports a violation as an error).
+            problems: list[str] = []
+            for page in (laptop, phone):
+                page.on(
+                    "console",
+                    lambda m: problems.append(m.text) if m.type == "error" else None,
+                )
+                page.on("pageerror", lambda e: problems.append(str(e)))
 
             await laptop.goto(server)
             signup = laptop.locator("#signup-form")
@@ -126,6 +135,8 @@ async def test_two_browsers_a_revocation_and_the_words_for_it(
             assert favicon.status == 200
             assert favicon.headers["content-type"].startswith("image/svg+xml")
             await admin_chart(browser, server, server_database)
+            csp = [p for p in problems if "Content Security Policy" in p]
+            assert csp == [], csp
         finally:
             await browser.close()
 

@@ -1,11 +1,15 @@
 """``session-ledger serve`` with no configuration, as the README's first
 command runs it: the page's own requests must pass the CSRF origin check
 under every loopback name (they failed as INVALID_ORIGIN on 127.0.0.1, the
-address serve printed, while the default base URL said localhost:8000)."""
+address serve printed, while the default base URL said localhost:8000), and
+it signs with a secret of its own, never one from the source."""
 
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +72,32 @@ def test_serve_workers_runs_processes_on_one_port_each_with_its_feed(tmp_path: P
         time.sleep(0.5)  # the other process's feed polls the ledger's tail
         for _ in range(20):
             assert httpx.get(f"{base}/api/auth/get-session", cookies=cookies).json() is None
+
+
+def test_with_no_secret_the_loopback_server_generates_a_private_one(
+    default_server: int, tmp_path: Path
+) -> None:
+    secret = tmp_path / "session-ledger.db.secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_text().strip()) >= 60
+    log = (tmp_path / "server.log").read_text()
+    assert f"development secret generated in {secret}" in " ".join(log.split())
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1"])  # noqa: S104 (refused before binding)
+def test_without_secrets_serve_refuses_any_other_bind(tmp_path: Path, host: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "session-ledger"), "serve", "--host", host],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SESSION_LEDGER_SECRETS" in lines[0]
+    assert not (tmp_path / "session-ledger.db.secret").exists()

@@ -37,6 +37,17 @@ FERNET_KEY = Fernet.generate_key().decode()
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+#: The session fields the tests set over HTTP (update-session takes only declared ones).
+ADDITIONAL_FIELDS: dict[str, Any] = {
+    "theme": {"type": "string"},
+    "notes": {"type": "string"},
+    "a": {"type": "number"},
+    "k": {"type": "number"},
+    "x": {"type": "array"},
+    "plan": {"type": "string", "default": "free", "input": False},
+}
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
@@ -44,6 +55,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "base_url": BASE_URL,
         "secrets": [SECRET],
         "encryption_key": FERNET_KEY,
+        "session": {"additional_fields": ADDITIONAL_FIELDS},
     }
     values.update(overrides)
     return load_settings(**values)

@@ -30,6 +30,20 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
         ("/api/auth/revoke-session", b"\xff\xfe"),
         ("/api/auth/update-session", b"{"),
         ("/api/auth/revoke-sessions", b"[1,"),
+        # Lone surrogates (no UTF-8 form; 500s in update-session before) and NaN.
+        ("/api/auth/update-session", b'{"theme": "\\ud800"}'),
+        ("/api/auth/update-session", b'{"theme": "a\\udfffb"}'),
+        ("/api/auth/update-session", b'{"a": NaN}'),
+        (
+            "/api/auth/sign-in/email",
+            b'{"email": "ada@example.com", "password": "pw\\ud800pw-pw-pw"}',
+        ),
+        (
+            "/api/auth/sign-in/email",
+            b'{"email": "ada@example.com", "password": "correct horse battery", '
+            b'"callbackURL": "/x\\udc00"}',
+        ),
+        ("/api/auth/sign-up/email", b'{"email": "b@example.com", "password": "\\ud800aaaaaaaa"}'),
     ],
 )
 async def test_malformed_json(service: Service, path: str, content: bytes) -> None:
@@ -150,3 +164,15 @@ async def test_forged_and_garbage_tokens(service: Service) -> None:
 async def test_unknown_routes_and_methods(service: Service) -> None:
     assert_error(await service.client.get("/api/auth/nope"), 404, "NOT_FOUND")
     assert_error(await service.client.get("/api/auth/sign-out"), 405, "METHOD_NOT_ALLOWED")
+
+
+async def test_positions_beyond_bigint_are_400(service: Service) -> None:
+    """Found by the hostile fuzzing: a page bound past 2**63 - 1 overflowed
+    the driver's BIGINT encoding (a 500)."""
+    await service.sign_up()
+    for path, params in [
+        ("/api/auth/session-history", {"before": str(2**63)}),
+        ("/api/auth/audit/activity", {"after": str(2**63)}),
+    ]:
+        response = await service.client.get(path, params=params)
+        assert_error(response, 400)

@@ -90,6 +90,9 @@ async def test_revocation_in_another_process_beats_the_cache(
         laptop_on_b = copy_to(other_process, laptop)
         session_id = (await laptop.get("/api/auth/get-session")).json()["session"]["id"]
         await eventually(lambda: other_process.auth.revocations.caught_up, "B's feed connected")
+        # B trusts a cache value only for a session it has seen the store vouch for.
+        first = await laptop_on_b.get("/api/auth/get-session")
+        assert first.headers["x-session-source"] == "store"
         before = await laptop_on_b.get("/api/auth/get-session")
         assert before.headers["x-session-source"] == "cookie-cache"
 
@@ -209,3 +212,47 @@ async def test_cache_hit_serves_the_session_callbacks_output_without_running_it(
 
     bypass = await service.client.get("/api/auth/get-session?disableCookieCache=true")
     assert bypass.json()["user"]["plan"] == f"pro-{written + 1}"
+
+
+async def test_a_well_signed_value_for_a_pair_never_seen_goes_to_the_store(
+    service: Service,
+) -> None:
+    """Someone holding the secret signs a token cookie and a cache value for
+    a user that does not exist, with admin roles: the process has never seen
+    the store vouch for that pair, so it asks the store, which knows no such
+    token."""
+    auth = service.auth
+    now = service.clock.now()
+    token = "forged-token-0123456789abcdefghijklmnopqrstuvw"
+    session = {
+        "id": "01900000-0000-7000-8000-000000000000",
+        "token": token,
+        "userId": "nobody",
+        "expiresAt": "2026-02-01T00:00:00.000Z",
+    }
+    user = {"id": "nobody", "email": "root@example.com", "roles": ["admin"]}
+    client = service.new_client()
+    client.cookies.set(auth.jar.names.token, auth.signer.sign(token))
+    client.cookies.set(auth.jar.names.data, auth.cache.encode(session, user, now))
+    assert auth.cache.read(dict(client.cookies.items()), now) is not None  # well signed
+
+    response = await client.get("/api/auth/get-session")
+    assert response.json() is None
+    assert response.headers.get("x-session-source") is None
+    assert len(auth.validated) == 0
+
+
+async def test_a_process_trusts_the_cache_once_the_store_vouched_for_the_pair(
+    service: Service, make_service: Any, pg_url: str
+) -> None:
+    async with make_service(pg_url) as other_process:
+        await service.sign_up()
+        assert (await service.client.get("/api/auth/get-session")).headers[
+            "x-session-source"
+        ] == "cookie-cache"  # written at sign-in in this process
+        on_b = copy_to(other_process, service.client)
+        await eventually(lambda: other_process.auth.revocations.caught_up, "B caught up")
+        sources = [
+            (await on_b.get("/api/auth/get-session")).headers["x-session-source"] for _ in range(3)
+        ]
+        assert sources == ["store", "cookie-cache", "cookie-cache"]

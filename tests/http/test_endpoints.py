@@ -4,6 +4,7 @@ reference and their error paths."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from ledger.events import SessionRevoked
 from tests.http.conftest import PASSWORD, Service
@@ -132,6 +133,25 @@ async def test_revoke_session_by_the_id_from_list_sessions(service: Service) -> 
     assert [s["id"] for s in still] != [phone_id]
 
 
+async def test_revoke_session_by_the_raw_token_from_get_session(service: Service) -> None:
+    """What BetterAuth's client sends: session.token from getSession."""
+    await service.sign_up()
+    phone = service.new_client()
+    await service.sign_in(client=phone)
+    phone_session = (await phone.get("/api/auth/get-session")).json()["session"]
+    response = await service.client.post(
+        "/api/auth/revoke-session", json={"token": phone_session["token"]}
+    )
+    assert response.json() == {"status": True}
+    gone = await phone.get("/api/auth/get-session", params={"disableCookieCache": "true"})
+    assert gone.json() is None
+    # Revoking the caller's own session by its token clears the caller's cookies.
+    own = (await service.client.get("/api/auth/get-session")).json()["session"]["token"]
+    response = await service.client.post("/api/auth/revoke-session", json={"token": own})
+    assert response.json() == {"status": True}
+    assert any("Max-Age=0" in c for c in response.headers.get_list("set-cookie"))
+
+
 async def test_revoke_session_errors_append_nothing(service: Service) -> None:
     await service.sign_up()
     mallory = service.new_client()
@@ -140,10 +160,13 @@ async def test_revoke_session_errors_append_nothing(service: Service) -> None:
     before = await service.head()
     missing = await service.client.post("/api/auth/revoke-session", json={})
     assert (missing.status_code, missing.json()["code"]) == (400, "VALIDATION_ERROR")
-    unknown = await service.client.post("/api/auth/revoke-session", json={"token": "nope"})
-    foreign = await service.client.post("/api/auth/revoke-session", json={"token": mallory_id})
-    assert unknown.status_code == foreign.status_code == 404
-    assert unknown.json()["code"] == foreign.json()["code"] == "SESSION_NOT_FOUND"
+    mallory_token = (await mallory.get("/api/auth/get-session")).json()["session"]["token"]
+    answers = [
+        await service.client.post("/api/auth/revoke-session", json={"token": value})
+        for value in ["nope", mallory_id, mallory_token, "0" * 43]
+    ]
+    # As BetterAuth: unknown and foreign alike are 200 {status: true}, nothing written.
+    assert {(r.status_code, r.text) for r in answers} == {(200, '{"status":true}')}
     assert await service.head() == before
     assert (await mallory.get("/api/auth/list-sessions")).status_code == 200
 
@@ -218,7 +241,7 @@ async def test_update_session(service: Service) -> None:
     empty = await service.client.post("/api/auth/update-session", json={})
     assert (empty.status_code, empty.json()["code"]) == (400, "VALIDATION_ERROR")
     reserved = await service.client.post("/api/auth/update-session", json={"userId": "x"})
-    assert (reserved.status_code, reserved.json()["code"]) == (400, "VALIDATION_ERROR")
+    assert (reserved.status_code, reserved.json()["code"]) == (400, "INVALID_FIELDS")
     not_object = await service.client.post("/api/auth/update-session", json=[1, 2])
     assert not_object.status_code == 400
     assert await service.head() == before
@@ -272,3 +295,79 @@ async def test_unknown_user_agent_and_ip_are_recorded(service: Service) -> None:
         session = (await client.get("/api/auth/get-session")).json()["session"]
     assert session["ipAddress"] == "203.0.113.7"
     assert session["userAgent"] == "curl/8"
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["javascript:alert(1)", " javascript:alert(1)", "data:image/png;base64,AAAA", "/me.png", "x"],
+)
+async def test_sign_up_image_must_be_an_http_url(sqlite_service: Service, image: str) -> None:
+    response = await sqlite_service.client.post(
+        "/api/auth/sign-up/email",
+        json={"email": "ada@example.com", "password": PASSWORD, "image": image},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "VALIDATION_ERROR")
+    assert await sqlite_service.head() == 0
+
+
+async def test_sign_up_image_http_or_null(sqlite_service: Service) -> None:
+    for email, image in [
+        ("a@example.com", "https://cdn.example.com/a.png"),
+        ("b@example.com", None),
+    ]:
+        response = await sqlite_service.client.post(
+            "/api/auth/sign-up/email",
+            json={"email": email, "password": PASSWORD, "image": image},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["user"]["image"] == image
+
+
+@pytest.mark.parametrize(
+    "email", ["not-an-email", "a@b", "ada@@example.com", "", "x" * 400 + "@example.com"]
+)
+async def test_sign_up_with_a_malformed_email_is_invalid_email(
+    sqlite_service: Service, email: str
+) -> None:
+    """BetterAuth answers 400 INVALID_EMAIL for any malformed email string
+    (a too-long one was VALIDATION_ERROR here)."""
+    response = await sqlite_service.client.post(
+        "/api/auth/sign-up/email", json={"email": email, "password": PASSWORD}
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_EMAIL")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"roles": ["admin"]},  # not declared: stored and echoed before
+        {"impersonatedBy": "u-1"},
+        {"user": {"id": "x"}},
+        {"theme": "dark", "roles": ["admin"]},
+        {"plan": "enterprise"},  # declared, but not an input
+        {"a": "not a number"},  # the wrong type
+        {"a": True},
+    ],
+)
+async def test_update_session_takes_only_declared_input_fields(
+    sqlite_service: Service, fields: dict[str, object]
+) -> None:
+    await sqlite_service.sign_up()
+    before = await sqlite_service.head()
+    response = await sqlite_service.client.post("/api/auth/update-session", json=fields)
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_FIELDS")
+    assert "'" in response.json()["message"]  # names the key
+    assert await sqlite_service.head() == before
+    session = (await sqlite_service.client.get("/api/auth/get-session")).json()["session"]
+    assert "roles" not in session
+    assert "impersonatedBy" not in session
+
+
+async def test_declared_defaults_and_server_side_fields(sqlite_service: Service) -> None:
+    await sqlite_service.sign_up()
+    session = (await sqlite_service.client.get("/api/auth/get-session")).json()["session"]
+    assert session["plan"] == "free"  # the declared default
+    # Server code may set a field clients may not.
+    token = session["token"]
+    view = await sqlite_service.container.ledger.update_session(token, {"plan": "pro"})
+    assert view.fields["plan"] == "pro"

@@ -45,6 +45,7 @@ async def test_revocation_reaches_another_process_through_the_ledger_tail(
         session_id = (await laptop.get("/api/auth/get-session")).json()["session"]["id"]
         laptop_on_b = copy_to(other_process, laptop)
         await eventually(lambda: other_process.auth.revocations.caught_up, "B caught up")
+        await laptop_on_b.get("/api/auth/get-session")  # B sees the store vouch for it
         cached = await laptop_on_b.get("/api/auth/get-session")
         assert cached.headers["x-session-source"] == "cookie-cache"
         await sqlite_service.client.post("/api/auth/revoke-session", json={"token": session_id})
@@ -68,6 +69,7 @@ async def test_revocation_reaches_another_process_through_redis_pubsub(
         session_id = (await laptop.get("/api/auth/get-session")).json()["session"]["id"]
         laptop_on_b = copy_to(process_b, laptop)
         await eventually(lambda: process_b.auth.revocations.caught_up, "B subscribed")
+        await laptop_on_b.get("/api/auth/get-session")  # B sees the store vouch for it
         cached = await laptop_on_b.get("/api/auth/get-session")
         assert cached.headers["x-session-source"] == "cookie-cache"
 

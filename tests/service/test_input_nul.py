@@ -39,3 +39,29 @@ async def test_nul_in_request_headers_is_dropped_not_fatal(ledger: SessionLedger
     assert view.ip == "1.2.3.4"
     assert view.user_agent == "agentx"
     assert await ledger.get_session(token, RequestContext(user_agent="\x00new")) is not None
+
+
+async def test_lone_surrogates_are_refused_in_fields_and_ids(ledger: SessionLedger) -> None:
+    """JSON's "\\ud800" has no UTF-8 form: the hash chain could not encode it
+    (an UnicodeEncodeError mid-append, a 500 over HTTP, before the fix)."""
+    _, token = await ledger.create_session("user-1")
+    head = await ledger.store.head()
+    with pytest.raises(InvalidCommandError, match="surrogate"):
+        await ledger.update_session(token, {"a": "\ud800"})
+    with pytest.raises(InvalidCommandError, match="surrogate"):
+        await ledger.update_session(token, {"\udc00": 1})
+    with pytest.raises(InvalidCommandError, match="surrogate"):
+        await ledger.create_session("user-1", fields={"x": [{"y": "a\udfffb"}]})
+    with pytest.raises(InvalidCommandError, match="surrogate"):
+        await ledger.create_session("user\ud800")
+    assert await ledger.store.head() == head
+    # A valid pair (an emoji escaped as two surrogates in JSON) is fine.
+    view = await ledger.update_session(token, {"a": "\U0001f600"})
+    assert view.fields["a"] == "\U0001f600"
+
+
+async def test_lone_surrogates_in_request_headers_are_replaced_not_fatal(
+    ledger: SessionLedger,
+) -> None:
+    view, _ = await ledger.create_session("user-1", RequestContext(user_agent="agent\ud800x"))
+    assert view.user_agent == "agent\ufffdx"
