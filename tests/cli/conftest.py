@@ -24,11 +24,16 @@ def cli(*args: str, columns: int = 100, input: str | None = None) -> Result:
 
 
 def console_script(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    program: str = "session-ledger",
 ) -> subprocess.CompletedProcess[str]:
+    """``program`` (a console script of the virtualenv) with only ``env``'s settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")}
     return subprocess.run(
-        [SCRIPT, *args],
+        [str(Path(SCRIPT).parent / program), *args],
         env={**clean, **(env or {})},
         cwd=cwd,
         capture_output=True,

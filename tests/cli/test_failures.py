@@ -16,7 +16,7 @@ from ledger.clock import ManualClock
 from ledger.config import SessionPolicy
 from ledger.db import make_engine
 from tests.audit.history import make_ledger
-from tests.cli.conftest import SCRIPT, cli, console_script
+from tests.cli.conftest import cli, console_script
 from tests.e2e.conftest import ROOT, free_port
 from tests.support.db import PgServer, migrate, unique_name
 from tests.support.events import T0
@@ -143,15 +143,9 @@ def test_bad_settings_are_one_line_before_anything_runs(
 def test_uvicorn_alone_says_the_same_in_one_line(tmp_path: Path) -> None:
     """The factory of plain uvicorn (``serve``'s too): one line, exit 2."""
     (tmp_path / "bad.toml").write_text("x = \n")
-    uvicorn = str(Path(SCRIPT).parent / "uvicorn")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")}
-    done = subprocess.run(
-        [uvicorn, "api.app:app_from_env", "--factory", "--port", "0"],
-        env={**env, "SESSION_LEDGER_CONFIG_FILE": str(tmp_path / "bad.toml")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    env = {"SESSION_LEDGER_CONFIG_FILE": str(tmp_path / "bad.toml")}
+    done = console_script(
+        "api.app:app_from_env", "--factory", "--port", "0", env=env, program="uvicorn"
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
