@@ -34,7 +34,7 @@ def free_port() -> int:
         return port
 
 
-def _admin_dsn() -> str:
+def admin_dsn() -> str:
     url = make_url(os.environ.get(PG_ENV, DEFAULT_PG)).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
 
@@ -49,7 +49,7 @@ def database(backend: str) -> Iterator[str]:
     name = f"sl_bench_{secrets.token_hex(4)}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_admin_dsn())
+        conn = await asyncpg.connect(admin_dsn())
         try:
             await conn.execute(sql)
         finally:
@@ -63,9 +63,18 @@ def database(backend: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+#: How bench/asgi_servers.py runs the same app on granian (migrated first, as
+#: ``serve`` does): one worker, one runtime thread, uvloop, no websockets.
+GRANIAN = [
+    "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--workers", "1",
+    "--no-ws", "--log-level", "warning", "api.app:app_from_env",
+]  # fmt: skip
+
+
 @contextmanager
-def service(database_url: str, **env: str) -> Iterator[str]:
-    """``session-ledger serve`` in a subprocess; yields its base URL."""
+def service(database_url: str, *, server: str = "uvicorn", **env: str) -> Iterator[str]:
+    """``session-ledger serve`` (or the same app on granian) in a subprocess;
+    yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     environment = {
@@ -76,23 +85,34 @@ def service(database_url: str, **env: str) -> Iterator[str]:
         "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
         **env,
     }
-    command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "session-ledger"), "serve", "--port", str(port)]
+    if server == "granian":
+        migrate = [str(bin_dir / "session-ledger"), "migrate"]
+        subprocess.run(migrate, cwd=ROOT, env=environment, check=True, capture_output=True)
+        command = [str(bin_dir / GRANIAN[0]), *GRANIAN[1:], "--port", str(port)]
+    with running(command, cwd=ROOT, env=environment, ready=f"{base}/healthz"):
+        yield base
+
+
+@contextmanager
+def running(command: list[str], *, cwd: Path, env: dict[str, str], ready: str) -> Iterator[None]:
+    """A server process, until ``ready`` answers 200 (60 s at most; its
+    output in the error otherwise); terminated on exit."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while True:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError("service did not start:\n" + log.read().decode())
+                    raise RuntimeError(f"{command[0]} did not start:\n" + log.read().decode())
                 try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(ready, timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            yield base
+            yield
         finally:
             process.terminate()
             try:
