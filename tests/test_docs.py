@@ -54,9 +54,10 @@ def test_the_readme_quotes_the_example_as_it_is() -> None:
 
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-#: A path in backquotes that names a file of the repository, e.g. `ledger/session.py`
-#: (not `./session-ledger.toml`: a file of the working directory).
-CODE_PATH = re.compile(r"`((?:\w[\w.-]*/)+[\w.-]+\.(?:md|py|toml|sh|ini|js|css|html|json))`")
+#: A document named in backquotes as a path, e.g. `docs/reference/betterauth-sessions.md`:
+#: a reader goes looking for it as for a link (code may name files still to be
+#: written, as bench/README.md does).
+CODE_PATH = re.compile(r"`((?:\w[\w.-]*/)+[\w.-]+\.md)`")
 
 
 @pytest.mark.parametrize("readme", _readmes(), ids=lambda p: str(p.relative_to(ROOT)))
