@@ -10,6 +10,7 @@ the feed and, for a Container we built, closes it.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from api.middleware import (
 from api.routes import health_router, router
 from ledger.clock import Clock
 from ledger.config import Settings, load_settings
+from ledger.errors import ConfigError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -124,6 +126,11 @@ def create_app(
                 headers={"cache-control": "no-cache", "content-security-policy": PAGE_CSP},
             )
 
+        @app.get("/favicon.ico", include_in_schema=False)
+        async def favicon() -> FileResponse:
+            # Browsers ask for it whatever the page links; the same picture.
+            return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     return app
 
 
@@ -134,8 +141,16 @@ def get_auth_of(app: FastAPI) -> Auth:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (``session-ledger serve``): settings from the environment."""
-    app = create_app(load_settings())
+    """uvicorn factory (``session-ledger serve``): settings from the environment.
+
+    Settings that cannot load (a bad value, unreadable TOML, a missing config
+    file) are one line in uvicorn's log and exit code 2, not a traceback."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        logging.getLogger("uvicorn.error").error("%s", exc.message)
+        raise SystemExit(2) from None
+    app = create_app(settings)
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ from api.deps import StoreSession, require_admin
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
 from ledger.audit import MAX_LIMIT, AuditLog, Page, parse_instant
+from ledger.devices import describe_device
 from ledger.integrity import latest_digest
 
 Since = Annotated[str | None, Query(description="ISO 8601, 'now', or an age like 7d")]
@@ -192,10 +193,15 @@ async def my_activity(
     after: After = 0,
     limit: Limit = 100,
 ) -> JSONResponse:
-    """The signed-in user's own session history, oldest first."""
+    """The signed-in user's own session history, oldest first; events that
+    saw a user agent also name the device ("Chrome 120 on Mac OS X")."""
     times = _times(since, until, auth.clock.now())
     page = await audit.user_history(session.user_id, after=after, limit=limit, **times)
-    return _page(request, page)
+    items = [
+        {**e.to_json(), "device": describe_device(e.user_agent) if e.user_agent else None}
+        for e in page.items
+    ]
+    return respond(request, {"items": items, "nextAfter": page.next_after})
 
 
 @audit_router.get("/audit/failed-sign-ins", responses=errors(401))

@@ -178,7 +178,7 @@ class RateLimiter:
     def __post_init__(self) -> None:
         rl = self.settings.rate_limit
         self.enabled = self.settings.rate_limit_enabled
-        storage_kind = rl.storage or ("redis" if self.settings.redis.url else "memory")
+        storage_kind = self.settings.rate_limit_storage
         self.shared = storage_kind == "redis"
         self.storage: MemoryStorage | RedisStorage
         #: Exact windows (strict rules, account tiers) and the cheap one (default rule).

@@ -5,17 +5,25 @@ arguments, environment variables (``SESSION_LEDGER_`` prefix, ``__`` between
 nested names, e.g. ``SESSION_LEDGER_SESSION__EXPIRES_IN=3600``), a TOML file
 (``SESSION_LEDGER_CONFIG_FILE``, default ``./session-ledger.toml`` when
 present), then the defaults below. Durations are in seconds, as in the spec.
+
+List settings (``StrList``, ``SecretList``, ``RuleList``) read from the environment
+as a JSON array, a comma-separated list or a single value. Every failure to load, a bad value,
+unreadable TOML or a missing file, is one ConfigError naming the setting.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -25,8 +33,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -36,13 +46,37 @@ DAY = 24 * 60 * 60
 PositiveSeconds = Annotated[int, Field(gt=0)]
 NonNegativeSeconds = Annotated[int, Field(ge=0)]
 
+
+def _split_list(value: Any) -> Any:
+    """A list setting's text: a JSON array, else comma-separated items (one
+    item is a single value). Items containing a comma need the JSON form."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            decoded = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not a valid JSON array ({exc})") from None
+        if not isinstance(decoded, list):
+            raise ValueError("not a JSON array")
+        return decoded
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+#: Every list setting is one of these, or ``RuleList`` (NoDecode: pydantic-settings
+#: would insist on JSON; ``_split_list`` takes JSON, commas or a single value).
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
+
 #: A secret shorter than this, or with fewer distinct characters, is refused.
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT = 10
 #: The one line that says what to set when no secret is configured.
 MISSING_SECRETS = (
-    "no secrets configured: set SESSION_LEDGER_SECRETS to a JSON list of random strings "
-    "of 32+ characters, newest first (e.g. from openssl rand -base64 32)"
+    "no secrets configured: set SESSION_LEDGER_SECRETS to one or more random strings "
+    "of 32+ characters, newest first, comma-separated or as a JSON list "
+    "(e.g. from openssl rand -base64 32)"
 )
 
 
@@ -195,10 +229,28 @@ class WorkerSettings(_Section):
 
 
 class RateLimitRule(_Section):
-    """At most ``max`` requests in any ``window`` seconds (a moving window)."""
+    """At most ``max`` requests in any ``window`` seconds (a moving window).
+
+    Written ``{window = 60, max = 5}`` or, as text, ``MAX/WINDOW``: ``5/60``
+    (what a list of rules in one environment variable uses: ``5/60,10/900``).
+    """
 
     window: PositiveSeconds
     max: Annotated[int, Field(gt=0)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        count, slash, window = value.partition("/")
+        if slash and count.strip().isdigit() and window.strip().isdigit():
+            return {"max": int(count), "window": int(window)}
+        raise ValueError(f"{value!r} is not MAX/WINDOW (e.g. 5/60: 5 in any 60 seconds)")
+
+
+#: A list of rules: a JSON array (of objects or texts), ``5/60,10/900``, or one rule.
+RuleList = Annotated[list[RateLimitRule], NoDecode, BeforeValidator(_split_list)]
 
 
 def _default_rules() -> dict[str, RateLimitRule | None]:
@@ -239,7 +291,7 @@ class RateLimitSettings(_Section):
     #: Failed sign-ins per account (email), whatever the IP: past a tier,
     #: the account waits until that tier's window frees (a throttle, never
     #: a lockout). A success clears them.
-    account_failures: list[RateLimitRule] = Field(default_factory=_default_account_limits)
+    account_failures: RuleList = Field(default_factory=_default_account_limits)
     #: Throttled attempts recorded in the ledger per account and window;
     #: the others are only counted (metric).
     throttled_recorded: RateLimitRule = RateLimitRule(window=15 * 60, max=1)
@@ -286,9 +338,9 @@ class Settings(BaseSettings):
     #: HMAC secrets: sign with the first, accept any (rotation). >= 32 characters each.
     #: None configured: see api.signing_secrets (only a loopback development
     #: server runs then, on a secret it generates).
-    secrets: list[SecretStr] = Field(default_factory=list)
-    trusted_origins: list[str] = Field(default_factory=list)
-    trusted_proxies: list[str] = Field(default_factory=list)
+    secrets: SecretList = Field(default_factory=list)
+    trusted_origins: StrList = Field(default_factory=list)
+    trusted_proxies: StrList = Field(default_factory=list)
     #: /docs, /redoc and /openapi.json; None = on except in production.
     docs: bool | None = None
     store_tokens: bool = False
@@ -342,6 +394,12 @@ class Settings(BaseSettings):
         return self.environment == "production" if enabled is None else enabled
 
     @property
+    def rate_limit_storage(self) -> Literal["memory", "redis"]:
+        """Where rate-limit counters live: Redis (shared by every process)
+        when configured, else each process's memory."""
+        return self.rate_limit.storage or ("redis" if self.redis.url else "memory")
+
+    @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
 
@@ -363,9 +421,16 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = Path(os.environ.get("SESSION_LEDGER_CONFIG_FILE", "session-ledger.toml"))
         if toml_path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {toml_path}: invalid TOML: {exc}") from None
+            except OSError as exc:
+                raise ConfigError(f"config file {toml_path}: {exc.strerror or exc}") from None
         elif "SESSION_LEDGER_CONFIG_FILE" in os.environ:
-            raise ConfigError(f"config file {toml_path} does not exist")
+            raise ConfigError(
+                f"config file {toml_path} does not exist (SESSION_LEDGER_CONFIG_FILE)"
+            )
         return tuple(sources)
 
 
@@ -380,3 +445,11 @@ def load_settings(**overrides: Any) -> Settings:
         if where:
             message = f"{where}: {message}"
         raise ConfigError(f"invalid setting {message}") from None
+    except SettingsError as exc:
+        # A structured setting (a section) whose environment value is not JSON.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = field.group(1) if field else "?"
+        raise ConfigError(
+            f"invalid setting {name}: SESSION_LEDGER_{name.upper()} must be JSON "
+            f"(or set its keys one by one: SESSION_LEDGER_{name.upper()}__KEY)"
+        ) from None

@@ -219,6 +219,20 @@ class SessionLedger:
             )
         raise _busy(token_hash)
 
+    async def ended_reason(self, token: str) -> str | None:
+        """Why the session ``token`` names has ended (a RevocationReason or
+        ExpiryReason value), or None: no such session, or it is live.
+
+        For a client told "no session" to say why ("ended from another
+        device"); reads only, writes nothing, never raises for bad input.
+        """
+        if not is_well_formed(token):
+            return None
+        state = await self.read_model.by_token_hash(hash_token(token))
+        if state is None or not state.is_ended:
+            return None
+        return state.end_reason
+
     async def get_session_payload(
         self, token: str, ctx: RequestContext = NO_CONTEXT, *, disable_refresh: bool = False
     ) -> tuple[Payload, ValidatedSession] | None:

@@ -54,7 +54,9 @@ MAX_NAME = 256
 MAX_EMAIL = 320
 MAX_IMAGE = 2048
 MAX_ROLE = 64
-_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}")
+#: One rule for every way in (HTTP sign-up, ``users create``): a local part,
+#: ``@``, a dotted domain (a one-letter top-level label included: ``a@b.c``).
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]+")
 
 
 def _printable(text: str) -> bool:
@@ -140,6 +142,24 @@ class SqlUserStore:
     async def get_by_email(self, email: str) -> UserRecord | None:
         row = await self._row_by_email(email.strip().lower())
         return None if row is None else _user(row)
+
+    async def find_user(self, email_or_id: str) -> UserRecord | None:
+        """The user with this email (any case) or this id."""
+        key = email_or_id.strip()
+        query = select(users).where((users.c.email == key.lower()) | (users.c.id == key))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _user(row)
+
+    async def find_users(self, pattern: str | None = None, *, limit: int = 100) -> list[UserRecord]:
+        """Users by email, in email order: all, or those whose email matches
+        ``pattern`` (``*`` and ``?`` wildcards; without any, a substring)."""
+        query = select(users).order_by(users.c.email).limit(limit)
+        if pattern:
+            like = _like(pattern.strip().lower())
+            query = query.where(users.c.email.like(like, escape="\\"))
+        async with self.engine.connect() as conn:
+            return [_user(row) for row in await conn.execute(query)]
 
     async def create_user(
         self,
@@ -324,6 +344,14 @@ class SqlUserStore:
             scope=m["scope"],
             expires_at=m["expires_at"],
         )
+
+
+def _like(pattern: str) -> str:
+    """A LIKE pattern for a shell-style one (a bare word: contains it)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if "*" not in pattern and "?" not in pattern:
+        return f"%{escaped}%"
+    return escaped.replace("*", "%").replace("?", "_")
 
 
 def _user(row: Row[Any]) -> UserRecord:

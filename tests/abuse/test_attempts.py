@@ -209,9 +209,25 @@ def test_the_cli(engine_url: str) -> None:
     net = runner.invoke(app, [*base, "--ip", "198.51.100.0/24", "--since", "2020-01-01"])
     assert net.exit_code == 0, net.output
     assert [e["reason"] for e in json.loads(net.stdout)] == ["unknown_email"] * 2
-    table = runner.invoke(app, ["audit", "attempts", "--database-url", url])
-    assert table.exit_code == 0
-    assert "5 row(s)" in table.output
+    table = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app, ["audit", "attempts", "--database-url", url]
+    )
+    assert table.exit_code == 0, table.output
+    assert "5 row(s)" in table.stderr
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines  # fits, as every audit table
+    rows = [line for line in lines if "203.0.113." in line or "198.51.100." in line]
+    assert len(rows) == 4
+    assert all(user_id[-8:] in row and "wrong_password" in row for row in rows[:2])
+    assert "email key" not in table.stdout  # from 132 columns on
+    key = json.loads(mine.stdout)[0]["data"]["email_key"][:16]
+    wide = CliRunner(env={"COLUMNS": "160"}).invoke(
+        app, ["audit", "attempts", "--user", user_id, "--database-url", url]
+    )
+    assert wide.exit_code == 0, wide.output
+    assert "email key" in wide.stdout
+    assert wide.stdout.count(key) == 3
+    assert wide.stdout.count(user_id) == 3  # ids in full when wide
     bad = runner.invoke(app, ["audit", "attempts", "--ip", "10.0.0.0/99", "--database-url", url])
     assert bad.exit_code == 2
     assert "not an IP address or CIDR network" in bad.output

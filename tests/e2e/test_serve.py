@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,42 @@ def test_the_demo_page_origin_is_trusted_out_of_the_box(default_server: int, nam
         assert foreign.status_code == 403
         out = client.post("/api/auth/sign-out", headers={"origin": page})
         assert out.json() == {"success": True}
+
+
+def _children(pid: int) -> list[int]:
+    """The server processes uvicorn started (multiprocessing, spawned)."""
+    tasks = Path(f"/proc/{pid}/task")
+    children = [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_serve_workers_runs_processes_on_one_port_each_with_its_feed(tmp_path: Path) -> None:
+    """``serve --workers 2`` on SQLite: two server processes behind one port; a
+    sign-out through either is honoured by both, cookie cache included."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_LEDGER_")}
+    with running_server(tmp_path, env, port, base, "--workers", "2") as server:
+        deadline = time.monotonic() + 60
+        while len(_children(server.pid)) < 2:  # the second may still be starting
+            assert time.monotonic() < deadline, _children(server.pid)
+            time.sleep(0.1)
+        signed_up = httpx.post(
+            f"{base}/api/auth/sign-up/email",
+            json={"email": "ada@example.com", "password": "correct horse battery"},
+            headers={"origin": base},
+        )
+        assert signed_up.status_code == 200, signed_up.text
+        cookies = dict(signed_up.cookies)
+        # New connections: the kernel hands them to either process.
+        for _ in range(10):
+            answer = httpx.get(f"{base}/api/auth/get-session", cookies=cookies)
+            assert answer.json()["user"]["email"] == "ada@example.com"
+        out = httpx.post(f"{base}/api/auth/sign-out", cookies=cookies, headers={"origin": base})
+        assert out.json() == {"success": True}
+        time.sleep(0.5)  # the other process's feed polls the ledger's tail
+        for _ in range(20):
+            assert httpx.get(f"{base}/api/auth/get-session", cookies=cookies).json() is None
 
 
 def test_with_no_secret_the_loopback_server_generates_a_private_one(

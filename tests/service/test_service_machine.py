@@ -30,6 +30,7 @@ from ledger.events import RevocationReason, SignInFailure
 from ledger.service import RequestContext, SessionLedger
 from ledger.session import SessionStatus, fold
 from tests.service.conftest import make_ledger
+from tests.support import profile
 
 T = TypeVar("T")
 POLICY = SessionPolicy(
@@ -261,7 +262,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 MACHINE_SETTINGS = settings(
-    max_examples=15,
+    max_examples=profile.pick(5, 15),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
