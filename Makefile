@@ -1,4 +1,4 @@
-.PHONY: setup services test check run bench
+.PHONY: setup services test check run bench bench-peers
 
 # Create .venv and install the project with its dev tools.
 setup:
@@ -26,3 +26,13 @@ bench:
 	scripts/setup.sh
 	scripts/services.sh
 	.venv/bin/python -m bench.append $(ARGS)
+
+# session-ledger against Django sessions, fastapi-users, eventsourcing and BetterAuth
+# (same PostgreSQL / Redis / SQLite, alternating rounds), with charts in bench/results/.
+# make bench-peers ARGS=--quick (under 3 minutes; the full run under 15).
+bench-peers:
+	scripts/setup.sh
+	scripts/services.sh
+	scripts/browser.sh wrk
+	scripts/node_deps.sh
+	.venv/bin/python -m bench.peers $(ARGS)

@@ -10,6 +10,8 @@ the feed and, for a Container we built, closes it.
 from __future__ import annotations
 
 import gc
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,17 +24,21 @@ from api.audit_routes import audit_router
 from api.bootstrap import Container, build
 from api.deps import STATE_KEY, Auth
 from api.errors import UnhandledErrors, install_error_handlers
+from api.metrics import METRICS_PORT_ENV
 from api.middleware import (
     PAGE_CSP,
     LimitsMiddleware,
+    RateLimitMiddleware,
     SecurityHeadersMiddleware,
     SessionCookieMiddleware,
 )
 from api.routes import health_router, router
 from ledger.clock import Clock
 from ledger.config import Settings, load_settings
+from ledger.errors import ConfigError
 
 STATIC = Path(__file__).parent / "static"
+
 ContainerFactory = Callable[[Settings], Awaitable[Container]]
 
 
@@ -40,8 +46,10 @@ def install(app: FastAPI) -> None:
     """Error handlers and middleware of the service, on any FastAPI app."""
     install_error_handlers(app)
     # Order (the last added is outermost): UnhandledErrors around everything,
-    # then Limits, so nothing runs for an oversized request.
+    # then Limits, so nothing runs for an oversized request; then the rate
+    # limits, before any route.
     app.add_middleware(SessionCookieMiddleware)
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(LimitsMiddleware)
     app.add_middleware(UnhandledErrors)
 
@@ -120,17 +128,39 @@ def create_app(
                 headers={"cache-control": "no-cache", "content-security-policy": PAGE_CSP},
             )
 
+        @app.get("/favicon.ico", include_in_schema=False)
+        async def favicon() -> FileResponse:
+            # Browsers ask for it whatever the page links; the same picture.
+            return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     return app
 
 
+def get_auth_of(app: FastAPI) -> Auth:
+    auth = getattr(app.state, STATE_KEY)
+    assert isinstance(auth, Auth)
+    return auth
+
+
 def app_from_env() -> FastAPI:
-    """uvicorn factory (``session-ledger serve``): settings from the environment."""
-    app = create_app(load_settings())
+    """uvicorn factory (``session-ledger serve``): settings from the environment.
+
+    Settings that cannot load (a bad value, unreadable TOML, a missing config
+    file) are one line in uvicorn's log and exit code 2, not a traceback."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        logging.getLogger("uvicorn.error").error("%s", exc.message)
+        raise SystemExit(2) from None
+    app = create_app(settings)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with inner(app):
+            port = os.environ.get(METRICS_PORT_ENV)
+            if port:
+                get_auth_of(app).metrics.serve(int(port))
             # Everything built at startup (SQLAlchemy's metadata, pydantic's
             # validators, the routes) lives as long as the process: moved out
             # of the collector's generations, full collections no longer walk

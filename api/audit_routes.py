@@ -5,7 +5,9 @@
   session 401 UNAUTHORIZED). The session is always read from the store,
   never from the cookie cache: a role removed a moment ago must count.
 * ``/api/auth/audit/activity``: the signed-in user's own history (the demo
-  page's Activity timeline).
+  page's Activity timeline), failed sign-ins on their account included, and
+  ``/api/auth/audit/failed-sign-ins``: those since their last visit, by
+  network ("3 failed sign-ins from 203.0.113.0/24 since your last visit").
 
 Lists answer ``{"items": [...], "nextAfter": <position> | null}``; pass
 ``nextAfter`` back as ``after`` for the next page. Times take ISO 8601,
@@ -24,6 +26,7 @@ from api.deps import StoreSession, require_admin
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
 from ledger.audit import MAX_LIMIT, AuditLog, Page, parse_instant
+from ledger.devices import describe_device
 from ledger.integrity import latest_digest
 
 Since = Annotated[str | None, Query(description="ISO 8601, 'now', or an age like 7d")]
@@ -105,6 +108,26 @@ async def ip_sightings(
     return _page(request, await audit.ip_sightings(network, after=after, limit=limit, **times))
 
 
+@admin.get("/attempts", responses=errors(401, 403))
+async def sign_in_attempts(
+    request: Request,
+    auth: AuthDep,
+    audit: AuditDep,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    network: Annotated[str | None, Query(description="an address or a CIDR network")] = None,
+    since: Since = None,
+    until: Until = None,
+    after: After = 0,
+    limit: Limit = 100,
+) -> JSONResponse:
+    """Failed sign-ins (SignInFailed), of one account and / or from a network."""
+    times = _times(since, until, auth.clock.now())
+    page = await audit.sign_in_attempts(
+        user_id=user_id, network=network, after=after, limit=limit, **times
+    )
+    return _page(request, page)
+
+
 @admin.get("/active-at", responses=errors(401, 403))
 async def active_at(
     request: Request,
@@ -170,10 +193,25 @@ async def my_activity(
     after: After = 0,
     limit: Limit = 100,
 ) -> JSONResponse:
-    """The signed-in user's own session history, oldest first."""
+    """The signed-in user's own session history, oldest first; events that
+    saw a user agent also name the device ("Chrome 120 on Mac OS X")."""
     times = _times(since, until, auth.clock.now())
     page = await audit.user_history(session.user_id, after=after, limit=limit, **times)
-    return _page(request, page)
+    items = [
+        {**e.to_json(), "device": describe_device(e.user_agent) if e.user_agent else None}
+        for e in page.items
+    ]
+    return respond(request, {"items": items, "nextAfter": page.next_after})
+
+
+@audit_router.get("/audit/failed-sign-ins", responses=errors(401))
+async def my_failed_sign_ins(
+    request: Request, audit: AuditDep, session: StoreSession
+) -> JSONResponse:
+    """Failed sign-ins on the signed-in user's account since their last visit
+    (the latest activity of their sessions before this one), by network."""
+    summary = await audit.failed_sign_ins_since_last_visit(session.user_id, session.id)
+    return respond(request, summary.to_json())
 
 
 audit_router.include_router(admin)

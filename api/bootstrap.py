@@ -43,6 +43,8 @@ class Container:
     async def close(self) -> None:
         if self.runner is not None:
             self.runner.cache.close()
+        if isinstance(self.ledger.users, SqlUserStore):
+            self.ledger.users.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -64,7 +66,7 @@ async def build(
         await upgrade(engine)
     if users is None and builtin_users:
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-        users = SqlUserStore(engine, TokenBox(key), clock=clock)
+        users = SqlUserStore(engine, TokenBox(key), clock=clock, password=settings.password)
     store = EventStore(
         engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
     )

@@ -37,10 +37,14 @@ from api.cookie_cache import CachedSession, CookieCache
 from api.cookies import CookieJar
 from api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from api.errors import ApiError
+from api.metrics import ServiceMetrics
+from api.rate_limit import RateLimiter
 from api.revocations import RevocationFeed
+from api.sign_in_guard import SignInGuard
 from api.signing_secrets import signing_secrets
 from api.users.store import SqlUserStore
 from api.validated_sessions import ValidatedSessions
+from ledger.attempts import SignInAttempts
 from ledger.clock import Clock
 from ledger.config import Settings
 from ledger.service import Payload, RequestContext, SessionLedger, SessionView
@@ -81,13 +85,21 @@ class Auth:
     revocations: RevocationFeed
     client_ip: ClientIp
     origins: OriginCheck
+    limiter: RateLimiter
+    guard: SignInGuard
+    metrics: ServiceMetrics
     validated: ValidatedSessions = field(default_factory=ValidatedSessions)
 
     @classmethod
     def create(cls, container: Container) -> Auth:
         settings = container.settings
-        signer = Signer(signing_secrets(settings).values)
+        secrets_in_use = signing_secrets(settings).values
+        signer = Signer(secrets_in_use)
         jar = CookieJar(settings, signer)
+        metrics = ServiceMetrics()
+        limiter = RateLimiter(settings, metrics)
+        # Keyed email hashes under the signing secret (ledger.attempts).
+        attempts = SignInAttempts(container.store, secrets_in_use[0], container.clock)
         return cls(
             container=container,
             signer=signer,
@@ -101,6 +113,9 @@ class Auth:
             ),
             client_ip=ClientIp(settings.trusted_proxies),
             origins=OriginCheck(settings.base_url, settings.trusted_origins),
+            limiter=limiter,
+            guard=SignInGuard(limiter, attempts, metrics),
+            metrics=metrics,
         )
 
     @property
@@ -137,6 +152,7 @@ class Auth:
         await self.revocations.start()
 
     async def stop(self) -> None:
+        await self.limiter.close()
         await self.revocations.stop()
         callbacks = self.container.store.after_commit
         if self.revocations.on_commit in callbacks:

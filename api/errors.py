@@ -35,13 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.db import unavailable
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, RetryLaterError
 
 log = logging.getLogger(__name__)
 
 NO_STORE = {"cache-control": "no-store"}
-#: Seconds a client should wait before retrying a 503.
-RETRY_AFTER = "1"
+#: Seconds a client should wait before retrying when a dependency is down.
+RETRY_AFTER = 1
 
 STATUS_BY_CODE: dict[str, int] = {
     "SESSION_NOT_FOUND": 404,
@@ -59,6 +59,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "INVALID_EMAIL": 400,
     "VALIDATION_ERROR": 400,
     "USER_NOT_FOUND": 404,
+    "PASSWORD_TOO_WEAK": 400,
+    "TOO_MANY_REQUESTS": 429,
+    "SERVER_BUSY": 503,
     "LEDGER_ERROR": 503,
 }
 
@@ -106,9 +109,14 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _ledger_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LedgerError)
     code = "VALIDATION_ERROR" if exc.code == "INVALID_COMMAND" else exc.code
-    status = status_for(exc)
-    headers = {"retry-after": RETRY_AFTER} if status == 503 else None
-    return error_response(status, code, exc.message, headers)
+    headers = retry_headers(exc.retry_after) if isinstance(exc, RetryLaterError) else None
+    return error_response(status_for(exc), code, exc.message, headers)
+
+
+def retry_headers(seconds: int) -> dict[str, str]:
+    """``Retry-After`` (HTTP) and ``X-Retry-After`` (what BetterAuth sends)."""
+    value = str(max(1, seconds))
+    return {"retry-after": value, "x-retry-after": value}
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -147,7 +155,7 @@ def unhandled_response(exc: Exception, scope: Scope) -> JSONResponse:
             503,
             "SERVICE_UNAVAILABLE",
             "a service this request needs is unavailable; retry shortly",
-            {"retry-after": RETRY_AFTER},
+            retry_headers(RETRY_AFTER),
         )
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL_SERVER_ERROR", "internal server error")

@@ -7,6 +7,7 @@
   Every response that sets a session cookie says ``Cache-Control: no-store``.
 * :class:`LimitsMiddleware` refuses oversized cookies (431) and bodies (413)
   before any route runs, with the usual ``{code, message}`` body.
+* :class:`RateLimitMiddleware` applies the rate limits (api.rate_limit).
 * :class:`SecurityHeadersMiddleware` (the service's own app): ``nosniff``,
   a referrer policy, no framing, and a Content-Security-Policy on JSON
   answers (the demo page sets its own).
@@ -17,9 +18,12 @@ from __future__ import annotations
 import json
 
 from fastapi import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import PENDING_KEY, Pending
+from api.deps import PENDING_KEY, STATE_KEY, Auth, Pending
+from api.errors import retry_headers
+from api.rate_limit import BASE_PATH, Refusal
 
 MAX_COOKIE_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -142,6 +146,47 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
             ],
         }
     )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RateLimitMiddleware:
+    """BetterAuth's rate limits on ``/api/auth`` (see api.rate_limit): 429
+    ``TOO_MANY_REQUESTS`` with ``Retry-After`` and ``X-Retry-After``, or 503
+    ``RATE_LIMIT_UNAVAILABLE`` when a rule that fails closed cannot be
+    checked. Before routing, so a refused request costs no more than the
+    count."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            auth = getattr(scope["app"].state, STATE_KEY, None) if "app" in scope else None
+            if isinstance(auth, Auth) and auth.limiter.enabled and path.startswith(BASE_PATH):
+                ip = auth.client_ip.of(HTTPConnection(scope))
+                refused = await auth.limiter.check(ip, path[len(BASE_PATH) :])
+                if refused is not None:
+                    await _refuse(send, refused)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, refused: Refusal) -> None:
+    if refused.unavailable:
+        status, code = 503, "RATE_LIMIT_UNAVAILABLE"
+        message = "rate limits cannot be checked right now: try again shortly"
+    else:
+        status, code = 429, "TOO_MANY_REQUESTS"
+        message = "Too many requests. Please try again later."
+    body = json.dumps({"code": code, "message": message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    headers += [(k.encode(), v.encode()) for k, v in retry_headers(refused.retry_after).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -50,10 +50,22 @@ def signing_secrets(settings: Settings, *, bind_host: str | None = None) -> Sign
     configured = settings.secret_values
     if configured:
         return SigningSecrets(configured)
+    path = _development_secret_or_refuse(settings, bind_host)
+    return SigningSecrets([read_or_create(path)], development_file=path)
+
+
+def check_signing_secrets(settings: Settings, *, bind_host: str | None = None) -> None:
+    """Refuse now (ConfigError) where ``signing_secrets`` would; writes nothing
+    (``serve`` says so before it touches the port or the database)."""
+    if not settings.secret_values:
+        _development_secret_or_refuse(settings, bind_host)
+
+
+def _development_secret_or_refuse(settings: Settings, bind_host: str | None) -> Path:
     path = development_secret_path(settings, bind_host)
     if path is None:
         raise ConfigError(MISSING_SECRETS)
-    return SigningSecrets([read_or_create(path)], development_file=path)
+    return path
 
 
 def development_secret_path(settings: Settings, bind_host: str | None) -> Path | None:

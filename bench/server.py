@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -35,7 +34,7 @@ def free_port() -> int:
         return port
 
 
-def _admin_dsn() -> str:
+def admin_dsn() -> str:
     url = make_url(os.environ.get(PG_ENV, DEFAULT_PG)).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
 
@@ -50,7 +49,7 @@ def database(backend: str) -> Iterator[str]:
     name = f"sl_bench_{secrets.token_hex(4)}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_admin_dsn())
+        conn = await asyncpg.connect(admin_dsn())
         try:
             await conn.execute(sql)
         finally:
@@ -64,24 +63,62 @@ def database(backend: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@contextmanager
-def _cli(args: list[str], database_url: str, **env: str) -> Iterator[tuple[Any, Any]]:
-    """``session-ledger <args>`` in a subprocess on the bench's settings;
-    yields (the process, its log file); terminated after."""
-    environment = {
+#: How bench/asgi_servers.py runs the same app on granian (migrated first, as
+#: ``serve`` does): one worker, one runtime thread, uvloop, no websockets.
+GRANIAN = [
+    "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--workers", "1",
+    "--no-ws", "--log-level", "warning", "api.app:app_from_env",
+]  # fmt: skip
+
+
+def _environment(database_url: str, base: str, env: dict[str, str]) -> dict[str, str]:
+    return {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
         "SESSION_LEDGER_DATABASE_URL": database_url,
+        "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": f'["{SECRET}"]',
         **env,
     }
-    command = [str(Path(sys.executable).parent / "session-ledger"), *args]
+
+
+@contextmanager
+def service(database_url: str, *, server: str = "uvicorn", **env: str) -> Iterator[str]:
+    """``session-ledger serve`` (or the same app on granian) in a subprocess;
+    yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    environment = _environment(database_url, base, env)
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "session-ledger"), "serve", "--port", str(port)]
+    if server == "granian":
+        migrate = [str(bin_dir / "session-ledger"), "migrate"]
+        subprocess.run(migrate, cwd=ROOT, env=environment, check=True, capture_output=True)
+        command = [str(bin_dir / GRANIAN[0]), *GRANIAN[1:], "--port", str(port)]
+    with running(command, cwd=ROOT, env=environment, ready=f"{base}/healthz"):
+        yield base
+
+
+@contextmanager
+def running(
+    command: list[str], *, cwd: Path, env: dict[str, str], ready: str | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, until ``ready`` answers 200 (60 s at most; its
+    output in the error otherwise; None: no waiting); terminated on exit."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            yield process, log
+            deadline = time.monotonic() + 60
+            while ready is not None:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"{command[0]} did not start:\n" + log.read().decode())
+                try:
+                    if httpx.get(ready, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield process
         finally:
             process.terminate()
             try:
@@ -91,32 +128,56 @@ def _cli(args: list[str], database_url: str, **env: str) -> Iterator[tuple[Any, 
 
 
 @contextmanager
-def service(database_url: str, **env: str) -> Iterator[str]:
-    """``session-ledger serve`` in a subprocess; yields its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--port", str(port)]
-    with _cli(args, database_url, SESSION_LEDGER_BASE_URL=base, **env) as (process, log):
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError("service did not start:\n" + log.read().decode())
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base
-
-
-@contextmanager
 def worker(database_url: str, *args: str, **env: str) -> Iterator[None]:
     """``session-ledger worker`` in a subprocess (with Redis: the projector
     that keeps the cache's checkpoint, without which no service believes
     Redis; see projections.freshness)."""
-    with _cli(["worker", *args], database_url, **env):
+    environment = _environment(database_url, "http://127.0.0.1", env)
+    command = [str(Path(sys.executable).parent / "session-ledger"), "worker", *args]
+    with running(command, cwd=ROOT, env=environment, ready=None):
         yield
+
+
+@contextmanager
+def server(
+    database_url: str, code: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``session-ledger serve`` in a subprocess: (base URL, process). ``code``:
+    run that source tree instead of this one (an older commit, extracted by
+    :func:`checkout`), with this virtualenv's packages."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    environment = _environment(database_url, base, env or {})
+    command = [str(Path(sys.executable).parent / "session-ledger"), "serve", "--port", str(port)]
+    cwd = ROOT
+    if code is not None:
+        # The first entry of sys.path: the old tree's packages win over the
+        # editable install of this one.
+        command = [sys.executable, "-c", "from api.cli import main; main()", *command[1:]]
+        environment["PYTHONPATH"] = str(code)
+        cwd = code
+    with running(command, cwd=cwd, env=environment, ready=f"{base}/healthz") as process:
+        yield base, process
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """The source tree of commit ``rev`` in a temporary directory (git archive:
+    no worktree, nothing in the repository changes)."""
+    with tempfile.TemporaryDirectory(prefix="sl-bench-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", rev], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def sign_up(base: str, email: str = "bench@example.com") -> dict[str, str]:

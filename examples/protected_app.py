@@ -11,14 +11,22 @@ The FastAPI counterpart of the spec's Next.js examples:
   the same Origin check as /api/auth (403 INVALID_ORIGIN from elsewhere);
   ``@csrf_exempt`` opts a route out, bearer requests never need it.
 
-Run it (SQLite in ./session-ledger.db, migrated on start; a secret is required,
-and forwarding headers are ours to read, not uvicorn's)::
+Run it with the virtualenv active (SQLite in ./session-ledger.db, migrated on
+start; a secret is required, and forwarding headers are ours to read, not
+uvicorn's)::
 
-    SESSION_LEDGER_SECRETS='["'$(openssl rand -base64 32)'"]' \
-        .venv/bin/uvicorn examples.protected_app:app --port 8000 --no-proxy-headers
+    export SESSION_LEDGER_SECRETS=$(openssl rand -base64 32)
+    export SESSION_LEDGER_BASE_URL=http://127.0.0.1:8000
+    uvicorn examples.protected_app:app --port 8000 --no-proxy-headers
 
-then sign up on http://localhost:8000/api/auth/sign-up/email and call
-http://localhost:8000/api/protected with the cookie.
+then sign up on http://127.0.0.1:8000/api/auth/sign-up/email and call
+http://127.0.0.1:8000/api/protected with the cookie.
+
+``SESSION_LEDGER_BASE_URL`` is the origin browsers use for this app: the
+CSRF check accepts state-changing requests (sign-in, sign-out, revoke) only
+from it and ``trusted_origins``. ``session-ledger serve`` sets it from its
+own address; under plain uvicorn say it yourself (the default,
+``http://localhost:8000``, does not match ``127.0.0.1`` or another port).
 """
 
 from __future__ import annotations

@@ -33,6 +33,18 @@ from ledger.schema import events
 from ledger.session import SessionState, evolve, is_active
 
 DEFAULT_LIMIT = 100
+SIGN_IN_FAILED = "SignInFailed"
+#: Events that show the user was there (a visit), for "since your last visit".
+VISIT_EVENT_TYPES = (
+    "SessionCreated",
+    "SessionRefreshed",
+    "SessionRotated",
+    "SessionTouched",
+    "SessionUpdated",
+    "SessionReauthenticated",
+)
+#: Failed sign-ins summarised at most (a bound on the work of one request).
+MAX_SUMMARISED = 10_000
 MAX_LIMIT = 1000
 #: Sessions examined per round trip by point-in-time queries.
 CANDIDATE_BATCH = 500
@@ -170,6 +182,51 @@ class DailyCount:
         return {"day": self.day.isoformat(), "type": self.type, "count": self.count}
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkAttempts:
+    """Failed sign-ins from one network (IPv4 /24, IPv6 /64)."""
+
+    network: str
+    count: int
+    last_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"network": self.network, "count": self.count, "lastAt": _iso(self.last_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSignIns:
+    #: The last visit (None: the account had none before this session).
+    since: datetime | None
+    total: int
+    #: True when there were more than the ``MAX_SUMMARISED`` counted.
+    capped: bool
+    networks: list[NetworkAttempts]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": None if self.since is None else _iso(self.since),
+            "total": self.total,
+            "capped": self.capped,
+            "networks": [n.to_json() for n in self.networks],
+        }
+
+
+def attempt_network(ip: str | None) -> str:
+    """The network an attempt is reported under: IPv4 /24, IPv6 /64, or the
+    text itself when it is no address ("unknown" for none)."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 # ------------------------------------------------------------------ queries
 
 
@@ -222,6 +279,79 @@ class AuditLog:
         if actor is not None:
             query = query.where(events.c.data["actor"].as_string() == _check_text(actor, "actor"))
         return await self._entries(query, since, until, after, limit)
+
+    async def sign_in_attempts(
+        self,
+        *,
+        user_id: str | None = None,
+        network: str | IpNetwork | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int = 0,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Page[AuditEntry]:
+        """Failed sign-ins (SignInFailed), of one account and / or from one
+        network (through the ``audit_ips`` index), in ledger order."""
+        query = select(events).where(events.c.type == SIGN_IN_FAILED)
+        if user_id is not None:
+            query = query.where(events.c.user_id == _check_text(user_id, "user id"))
+        if network is not None:
+            low, high = network_key_range(
+                parse_network(network) if isinstance(network, str) else network
+            )
+            query = query.join(audit_ips, audit_ips.c.position == events.c.position).where(
+                audit_ips.c.ip_key.between(low, high)
+            )
+        return await self._entries(query, since, until, after, limit)
+
+    async def failed_sign_ins_since_last_visit(
+        self, user_id: str, current_session_id: str
+    ) -> FailedSignIns:
+        """The failed sign-ins on this account since the user's last visit:
+        the latest activity of any of their sessions recorded before the
+        current session began (none: since the account's first event)."""
+        user_id = _check_text(user_id, "user id")
+        async with self.engine.connect() as conn:
+            began = await conn.scalar(
+                select(events.c.position).where(
+                    events.c.stream_id == _check_text(current_session_id, "session id"),
+                    events.c.stream_version == 1,
+                )
+            )
+            last = None
+            if began is not None:
+                last = (
+                    await conn.execute(
+                        select(events.c.position, events.c.recorded_at)
+                        .where(events.c.user_id == user_id)
+                        .where(events.c.position < began)
+                        .where(events.c.type.in_(VISIT_EVENT_TYPES))
+                        .order_by(events.c.position.desc())
+                        .limit(1)
+                    )
+                ).first()
+            query = (
+                select(events.c.position, events.c.recorded_at, events.c.data)
+                .where(events.c.user_id == user_id)
+                .where(events.c.type == SIGN_IN_FAILED)
+                .where(events.c.position > (last.position if last is not None else 0))
+                .order_by(events.c.position)
+                .limit(MAX_SUMMARISED)
+            )
+            rows = (await conn.execute(query)).all()
+        networks: dict[str, NetworkAttempts] = {}
+        for row in rows:
+            name = attempt_network(row.data.get("ip"))
+            at = utc(row.recorded_at)
+            known = networks.get(name)
+            networks[name] = NetworkAttempts(name, (known.count if known else 0) + 1, at)
+        ranked = sorted(networks.values(), key=lambda n: (-n.count, n.network))
+        return FailedSignIns(
+            since=utc(last.recorded_at) if last is not None else None,
+            total=len(rows),
+            capped=len(rows) == MAX_SUMMARISED,
+            networks=ranked,
+        )
 
     async def ip_sightings(
         self,

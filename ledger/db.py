@@ -54,6 +54,34 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def sqlite_threads() -> set[Any]:
+    """aiosqlite's worker threads alive now (see ``settle_sqlite_threads``)."""
+    import threading
+
+    # aiosqlite names no thread; Python names it after its target.
+    return {
+        t
+        for t in threading.enumerate()
+        if t.name.endswith("(_connection_worker_thread)") and t.is_alive()
+    }
+
+
+async def settle_sqlite_threads(before: set[Any], wait: float = 1.0) -> None:
+    """Let aiosqlite's worker threads started since ``before`` finish while
+    the event loop still runs.
+
+    A connection that fails to open (a missing directory) queues its own
+    stop and returns at once; its thread then reports to the loop. Had the
+    loop closed by then (``asyncio.run`` ending on that very error), the
+    thread dies with a traceback on stderr. Await this before such a loop
+    closes; threads of connections still open elsewhere are left alone.
+    """
+    import asyncio
+
+    for thread in sqlite_threads() - before:
+        await asyncio.to_thread(thread.join, wait)
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine (same pool) with connections marked as writers."""
     return engine.execution_options(**{WRITE: True})

@@ -98,3 +98,23 @@ class InvalidTransitionError(SessionError):
     """An event that cannot follow the stream so far (the ledger must never hold one)."""
 
     code = "INVALID_TRANSITION"
+
+
+# -------------------------------------------------------- abuse resistance
+
+
+class RetryLaterError(LedgerError):
+    """Refused for now, not for good: try again after ``retry_after`` seconds
+    (sent as ``Retry-After`` and BetterAuth's ``X-Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class TooManyRequestsError(RetryLaterError):
+    code = "TOO_MANY_REQUESTS"
+
+
+class ServerBusyError(RetryLaterError):
+    code = "SERVER_BUSY"

@@ -1,4 +1,5 @@
-"""The event catalogue: every fact the ledger records about a session.
+"""The event catalogue: every fact the ledger records about a session, and
+about sign-ins that did not get one (``SignInFailed``).
 
 Events are frozen pydantic models with a ``type`` discriminator. Each class
 has a ``schema_version``; when a model changes shape, bump it and register an
@@ -9,11 +10,11 @@ already in the ledger keep loading.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeGuard
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -35,6 +36,12 @@ class RevocationReason(StrEnum):
 class ExpiryReason(StrEnum):
     IDLE = "idle"
     ABSOLUTE = "absolute"
+
+
+class SignInFailure(StrEnum):
+    UNKNOWN_EMAIL = "unknown_email"
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105  (a reason, not a secret)
+    THROTTLED = "throttled"
 
 
 TokenHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -152,7 +159,24 @@ class SessionExpired(_Event):
     reason: ExpiryReason
 
 
-Event = (
+class SignInFailed(_Event):
+    """A sign-in that started no session. Not a session event: each attempt
+    is a stream of its own (one event, so attackers cause no write
+    contention), which the session projections ignore. Never the password;
+    the email typed only as a keyed hash (``ledger.attempts.email_key``), so
+    that attempts on one unknown email can be grouped without storing it."""
+
+    type: Literal["SignInFailed"] = "SignInFailed"
+    attempted_at: AwareDatetime
+    reason: SignInFailure
+    #: The account whose password was wrong (unknown email: None).
+    user_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    email_key: TokenHash
+    ip: ShortText | None = None
+    user_agent: ShortText | None = None
+
+
+SessionEvent = (
     SessionCreated
     | SessionRefreshed
     | SessionRotated
@@ -162,6 +186,7 @@ Event = (
     | SessionRevoked
     | SessionExpired
 )
+Event = SessionEvent | SignInFailed
 
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.model_fields["type"].default: cls
@@ -174,6 +199,7 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         SessionReauthenticated,
         SessionRevoked,
         SessionExpired,
+        SignInFailed,
     )
 }
 
@@ -182,6 +208,23 @@ EVENT_TYPES: dict[str, type[_Event]] = {
 _CURRENT = {name: (cls, cls.schema_version) for name, cls in EVENT_TYPES.items()}
 
 TERMINAL_EVENT_TYPES = frozenset({"SessionRevoked", "SessionExpired"})
+#: Events that are not about a session: session projections skip them.
+NON_SESSION_EVENT_TYPES = frozenset({"SignInFailed"})
+SESSION_EVENT_TYPES = frozenset(EVENT_TYPES) - NON_SESSION_EVENT_TYPES
+#: Types whose stream holds that one event and is closed at once.
+SINGLE_EVENT_TYPES = NON_SESSION_EVENT_TYPES
+
+
+def is_session_event(event: Event) -> TypeGuard[SessionEvent]:
+    return event.type not in NON_SESSION_EVENT_TYPES
+
+
+def session_events(recorded: Sequence[RecordedEvent]) -> Sequence[RecordedEvent]:
+    """``recorded`` without the events that are not about a session (the
+    input itself when there are none, the common case)."""
+    if all(r.event.type not in NON_SESSION_EVENT_TYPES for r in recorded):
+        return recorded
+    return [r for r in recorded if r.event.type not in NON_SESSION_EVENT_TYPES]
 
 
 class EventMetadata(BaseModel):

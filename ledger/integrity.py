@@ -18,7 +18,8 @@ Two mechanisms, because each misses what the other catches:
 
 Verification streams the ledger in position order, a batch at a time. Memory
 holds the head (version, hash) of each stream that has not ended: a terminal
-event (SessionRevoked / SessionExpired) closes its stream, and an event that
+event (SessionRevoked / SessionExpired) closes its stream, as does a
+SignInFailed (a stream of one event), and an event that
 appears for a stream with no open head is reported (its predecessor was
 deleted, or it follows the end of its session: both are impossible in an
 untouched ledger).
@@ -45,7 +46,7 @@ from ledger.clock import Clock, utc
 from ledger.db import writer
 from ledger.digest_schema import ledger_digests
 from ledger.errors import LedgerError
-from ledger.events import TERMINAL_EVENT_TYPES
+from ledger.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from ledger.schema import events
 
 BATCH_SIZE = 5000
@@ -218,7 +219,7 @@ def _check_link(
         messages.append("hash does not match the stored content (the event was changed)")
     for message in messages:
         report.add(Problem("chain", message, stream_id, version, position))
-    if event_type in TERMINAL_EVENT_TYPES:
+    if event_type in TERMINAL_EVENT_TYPES or event_type in SINGLE_EVENT_TYPES:
         open_heads.pop(stream_id, None)
     else:
         open_heads[stream_id] = (version, stored_hash)

@@ -26,6 +26,7 @@ from ledger.errors import (
     InvalidCommandError,
     InvalidFieldsError,
     LedgerError,
+    RetryLaterError,
     SessionNotFoundError,
     SessionNotFreshError,
 )
@@ -224,6 +225,20 @@ class SessionLedger:
             )
 
         return await self._retrying(attempt, token_hash)
+
+    async def ended_reason(self, token: str) -> str | None:
+        """Why the session ``token`` names has ended (a RevocationReason or
+        ExpiryReason value), or None: no such session, or it is live.
+
+        For a client told "no session" to say why ("ended from another
+        device"); reads only, writes nothing, never raises for bad input.
+        """
+        if not is_well_formed(token):
+            return None
+        state = await self.read_model.by_token_hash(hash_token(token))
+        if state is None or not state.is_ended:
+            return None
+        return state.end_reason
 
     async def get_session_payload(
         self, token: str, ctx: RequestContext = NO_CONTEXT, *, disable_refresh: bool = False
@@ -519,7 +534,10 @@ def _meta(ctx: RequestContext, user_id: str) -> EventMetadata:
 
 
 def _busy(subject: str) -> LedgerError:
-    return LedgerError(f"gave up after {MAX_ATTEMPTS} conflicting attempts ({subject[:12]}…)")
+    # 503 with Retry-After: the session is busy, not the request wrong.
+    return RetryLaterError(
+        f"gave up after {MAX_ATTEMPTS} conflicting attempts ({subject[:12]}…)", retry_after=1
+    )
 
 
 def _check_fields(fields: Mapping[str, Any], *, allow_empty: bool) -> None:

@@ -120,6 +120,7 @@ from ledger.events import (
     ExpiryReason,
     RevocationReason,
     SessionCreated,
+    SessionEvent,
     SessionExpired,
     SessionReauthenticated,
     SessionRefreshed,
@@ -127,6 +128,7 @@ from ledger.events import (
     SessionRotated,
     SessionTouched,
     SessionUpdated,
+    is_session_event,
 )
 from ledger.tokens import tokens_equal
 
@@ -303,7 +305,7 @@ def _contains(hashes: Iterable[str], candidate: str) -> bool:
     return found
 
 
-def _clip(text: str | None) -> str | None:
+def clip_text(text: str | None) -> str | None:
     # NUL (and lone surrogates) are dropped for the same reasons as in
     # _check_text, but silently: these come from request headers and must
     # never make a request fail.
@@ -501,8 +503,8 @@ def _create(
         expires_at=expires_at,
         authenticated_at=now,
         max_expires_at=max_expires_at,
-        ip=_clip(command.ip),
-        user_agent=_clip(command.user_agent),
+        ip=clip_text(command.ip),
+        user_agent=clip_text(command.user_agent),
         remember_me=command.remember_me,
         fields=_check_fields(command.fields),
     )
@@ -565,7 +567,7 @@ def _touch(
     *,
     refreshed: bool,
 ) -> SessionTouched | None:
-    ip, user_agent = _clip(command.ip), _clip(command.user_agent)
+    ip, user_agent = clip_text(command.ip), clip_text(command.user_agent)
     moved = (ip is not None and ip != state.ip) or (
         user_agent is not None and user_agent != state.user_agent
     )
@@ -617,6 +619,8 @@ def evolve(state: SessionState | None, event: Event) -> SessionState:
         return _created(event)
     if state is None:
         raise InvalidTransitionError(f"a session stream cannot start with {event.type}")
+    if not is_session_event(event):
+        raise InvalidTransitionError(f"{event.type} is not a session event")
     if state.is_ended:
         raise InvalidTransitionError(f"{event.type} after the session ended ({state.status})")
     changes = _apply(state, event)
@@ -681,7 +685,7 @@ def _with(state: SessionState, changes: dict[str, Any]) -> SessionState:
     return new
 
 
-def _apply(state: SessionState, event: Event) -> dict[str, Any]:
+def _apply(state: SessionState, event: SessionEvent) -> dict[str, Any]:
     """The fields ``event`` changes."""
     match event:
         case SessionRefreshed():
@@ -711,7 +715,7 @@ def _apply(state: SessionState, event: Event) -> dict[str, Any]:
             assert_never(event)
 
 
-def _occurred_at(event: Event) -> datetime:
+def _occurred_at(event: SessionEvent) -> datetime:
     match event:
         case SessionCreated():
             return event.created_at

@@ -10,16 +10,20 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.audit_schema import audit_ips, ip_key
-from ledger.events import RecordedEvent, SessionCreated, SessionTouched
+from ledger.events import RecordedEvent, SessionCreated, SessionTouched, SignInFailed
 from ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
 
 
 def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str, Any]]:
-    """One ``audit_ips`` row per event that saw its session at an address."""
+    """One ``audit_ips`` row per event that saw its session, or a failed
+    sign-in (its ``session_id`` is then the attempt's stream), at an address."""
     rows: list[dict[str, Any]] = []
     for r in recorded:
         event = r.event
-        if not isinstance(event, SessionCreated | SessionTouched) or event.ip is None:
+        if (
+            not isinstance(event, SessionCreated | SessionTouched | SignInFailed)
+            or event.ip is None
+        ):
             continue
         rows.append(
             {

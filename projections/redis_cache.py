@@ -42,7 +42,7 @@ from sqlalchemy import select
 
 from ledger.clock import Clock, SystemClock
 from ledger.config import CookieCacheSettings, RedisSettings
-from ledger.events import RecordedEvent, SessionCreated, deserialize
+from ledger.events import RecordedEvent, SessionCreated, deserialize, session_events
 from ledger.schema import events as events_table
 from ledger.session import SessionState, evolve
 from projections.redis_wire import WireConnection, wire_for
@@ -575,6 +575,7 @@ class RedisCacheProjection:
     async def apply(
         self, recorded: Sequence[RecordedEvent], targets: Sequence[Keys] | None = None
     ) -> None:
+        recorded = session_events(recorded)
         if not recorded:
             return
         targets = list(targets) if targets is not None else await self.cache.write_keys()
@@ -593,6 +594,7 @@ class RedisCacheProjection:
         serve a revoked session until the runner reached the revocation.
         The current state is never older than anything written before it.
         """
+        recorded = session_events(recorded)
         if not recorded:
             return
         targets = list(targets) if targets is not None else await self.cache.write_keys()

@@ -425,6 +425,9 @@ class RichProgress:
         self._task: TaskID | None = None
 
     def start(self, total: int, done: int) -> None:
+        # Shown from the first figure on: a replay that fails before it
+        # (no database) leaves no empty bar behind its one-line error.
+        self._progress.start()
         self._task = self._progress.add_task(
             self._description, total=max(total, done), completed=done, rate=""
         )
@@ -443,5 +446,8 @@ class RichProgress:
 
     @asynccontextmanager
     async def shown(self) -> AsyncIterator[RichProgress]:
-        with self._progress:
+        try:
             yield self
+        finally:
+            if self._task is not None:
+                self._progress.stop()

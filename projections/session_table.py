@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.clock import utc
 from ledger.db import RowDecoder, autocommit, read_standalone, retry_stale, row_decoder
 from ledger.devices import describe_device
-from ledger.events import RecordedEvent, SessionCreated, SessionRotated
+from ledger.events import RecordedEvent, SessionCreated, SessionRotated, is_session_event
 from ledger.session import SessionState, SessionStatus, evolve
 from ledger.writes import Insert, PendingEvent, Write
 from projections.schema import retired_tokens, sessions
@@ -38,7 +38,8 @@ class SessionTableProjection:
     async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
         first: dict[str, RecordedEvent] = {}
         for r in recorded:
-            first.setdefault(r.stream_id, r)
+            if is_session_event(r.event):
+                first.setdefault(r.stream_id, r)
         existing_ids = [s for s, r in first.items() if not isinstance(r.event, SessionCreated)]
         states = {s.session_id: s for s in await load_states(conn, existing_ids, self.table)}
         rows, retired = _fold_rows(recorded, states)
@@ -60,7 +61,8 @@ class SessionTableProjection:
         also tells a real conflict. See ledger.writes.ExistingStreamWrites."""
         expected: dict[str, int] = {}
         for p in pending:
-            expected.setdefault(p.stream_id, p.stream_version - 1)
+            if is_session_event(p.event):
+                expected.setdefault(p.stream_id, p.stream_version - 1)
         existing = [stream for stream, version in expected.items() if version > 0]
         states = {s.session_id: s for s in await self._read_states(engine, existing)}
         for stream in existing:
@@ -106,6 +108,8 @@ def _fold_rows(
     folded: dict[str, SessionState | None] = {}
     retired: list[dict[str, Any]] = []
     for r in events:
+        if not is_session_event(r.event):
+            continue  # a sign-in attempt's stream: no session row
         state = folded[r.stream_id] if r.stream_id in folded else states.get(r.stream_id)
         folded[r.stream_id] = evolve(state, r.event)
         if isinstance(r.event, SessionRotated):

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import Clock, SystemClock
 from ledger.devices import describe_device
-from ledger.events import deserialize
+from ledger.events import SESSION_EVENT_TYPES, deserialize
 from ledger.schema import events as events_table
 from ledger.session import SessionState, evolve, is_active
 from projections.redis_cache import Keys, RedisSessionCache, owner_value
@@ -59,6 +59,7 @@ async def folded_sessions(
             events_table.c.schema_version,
             events_table.c.data,
         )
+        .where(events_table.c.type.in_(sorted(SESSION_EVENT_TYPES)))
         .order_by(events_table.c.stream_id, events_table.c.stream_version)
         .execution_options(yield_per=batch_size)
     )

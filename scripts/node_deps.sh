@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The BetterAuth client compatibility test (tests/compat) runs BetterAuth's
-# own JavaScript client with node: make sure node and npm are installed
-# (Debian's nodejs and npm, with apt-get, when absent) and install the
-# test's packages from its committed package-lock.json with `npm ci`.
-# Idempotent and quiet when everything is in place (a stamp of the lock file
-# inside node_modules).
+# The node projects: the BetterAuth client compatibility test (tests/compat)
+# runs BetterAuth's own JavaScript client, and the peers bench (bench/peers,
+# its smoke test in tests/bench) runs BetterAuth's server. Make sure node and
+# npm are installed (Debian's nodejs and npm, with apt-get, when absent) and
+# install each project's packages from its committed package-lock.json with
+# `npm ci` (bench/peers/betterauth builds better-sqlite3: about a minute).
+# Idempotent and quiet when everything is in place (a stamp of each lock file
+# inside its node_modules).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PROJECT=tests/compat/betterauth_client
-STAMP=$PROJECT/node_modules/.session-ledger-lock.sha256
+PROJECTS=(tests/compat/betterauth_client bench/peers/betterauth)
 
 log() { printf 'node_deps: %s\n' "$*" >&2; }
 die() {
@@ -30,10 +31,14 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         nodejs npm >/dev/null || die "apt-get install nodejs npm failed"
 fi
 
-want=$(sha256sum "$PROJECT/package-lock.json" | cut -d' ' -f1)
-if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
-    exit 0
-fi
-log "npm ci in $PROJECT"
-(cd "$PROJECT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed"
-echo "$want" >"$STAMP"
+for project in "${PROJECTS[@]}"; do
+    stamp=$project/node_modules/.session-ledger-lock.sha256
+    want=$(sha256sum "$project/package-lock.json" | cut -d' ' -f1)
+    if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        continue
+    fi
+    log "npm ci in $project"
+    (cd "$project" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in $project failed"
+    echo "$want" >"$stamp"
+done

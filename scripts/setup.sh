@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install the project with its dev extras.
-# The install is skipped when pyproject.toml has not changed since the last
-# successful one (stamp file inside .venv). Set SETUP_FORCE=1 to reinstall.
+# Create .venv (Python >= 3.11) and install the project with its dev and
+# bench extras (the peers smoke test, tests/bench, runs the bench's peers;
+# their node packages come from scripts/node_deps.sh). The install is skipped
+# when pyproject.toml has not changed since the last successful one (stamp
+# file inside .venv). Set SETUP_FORCE=1 to reinstall.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,12 +37,11 @@ if [[ ! -x $VENV/bin/python ]] || ! $VENV/bin/python -c 'import sys' >/dev/null 
 fi
 
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [[ ${SETUP_FORCE:-0} != 1 && -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
-    exit 0
+if [[ ${SETUP_FORCE:-0} == 1 || ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+    log "installing session-ledger[dev,bench] into $VENV"
+    rm -f "$STAMP"
+    $VENV/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' \
+        || die "pip install -e '.[dev,bench]' failed"
+    echo "$want" >"$STAMP"
 fi
 
-log "installing session-ledger[dev] into $VENV"
-rm -f "$STAMP"
-$VENV/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' \
-    || die "pip install -e '.[dev]' failed"
-echo "$want" >"$STAMP"

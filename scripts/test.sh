@@ -11,7 +11,7 @@ scripts/setup.sh || exit 1
 scripts/services.sh || exit 1
 # Debian's chromium for the browser test (tests/e2e), wrk for bench/http.py.
 scripts/browser.sh || exit 1
-# node and BetterAuth's own client, for the compatibility test (tests/compat).
+# node, BetterAuth's own client (tests/compat) and server (bench/peers, tests/bench).
 scripts/node_deps.sh || exit 1
 
 status=0

@@ -22,6 +22,7 @@ Time
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import ManualClock
 from ledger.db import make_engine
+from tests.support import profile
 from tests.support import redis as redis_support
 from tests.support.db import (
     REDIS_ENV,
@@ -50,6 +52,24 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.pg),
 ]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="the full profile: more generated examples, bigger loads (CI runs it)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: test modules size their runs when imported.
+    if config.getoption("--slow"):
+        os.environ[profile.ENV] = "full"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"test profile: {'full' if profile.full() else 'default (--slow for the full one)'}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

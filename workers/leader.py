@@ -57,11 +57,17 @@ class Leadership(Protocol):
         """Try to lead (or confirm we still do); never raises for a lost server."""
         ...
 
+    #: Why the last ``acquire`` could not tell (the server was unreachable);
+    #: None when it answered, yes or no.
+    error: BaseException | None
+
     async def release(self) -> None: ...
 
 
 class SingleProcessLeader:
     """Always the leader (SQLite: one worker process per database is assumed)."""
+
+    error: BaseException | None = None
 
     async def acquire(self) -> bool:
         return True
@@ -79,6 +85,7 @@ class AdvisoryLockLeader:
         self._key = key
         self._conn: asyncpg.Connection | None = None
         self._leading = False
+        self.error: BaseException | None = None
         # One coroutine at a time on the dedicated connection.
         self._lock = asyncio.Lock()
         self._log = get_logger("workers.leader", key=key)
@@ -90,14 +97,17 @@ class AdvisoryLockLeader:
     async def acquire(self) -> bool:
         async with self._lock:
             try:
-                return await self._acquire()
+                leading = await self._acquire()
             except CONNECTION_ERRORS as exc:
                 # The connection (and with it any lock) is gone: not leader
                 # until a new connection wins the lock again.
                 if self._leading:
                     self._log.warning("leader.lost", error=f"{type(exc).__name__}: {exc}")
+                self.error = exc
                 await self._drop()
                 return False
+            self.error = None
+            return leading
 
     async def _acquire(self) -> bool:
         if self._conn is None or self._conn.is_closed():

@@ -2,14 +2,25 @@
 
 Each WorkerMetrics owns its registry, so several workers (or tests) in one
 process never collide on metric names; ``serve`` exposes that registry on
-an HTTP port (``settings.worker.metrics_port``).
+an HTTP port (``settings.worker.metrics_port``), beside ``/healthz``: the
+worker's jobs as JSON, 200 while none is failing, else 503.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+#: ``(healthy, body)`` of the worker's jobs, for /healthz.
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 #: Batch durations are tens of milliseconds; the buckets spread around that.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -63,6 +74,34 @@ class WorkerMetrics:
     def job_succeeded(self, job: str, at: datetime) -> None:
         self.job_last_success.labels(job=job).set(at.timestamp())
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104  (scraped from outside)
-        """Expose the metrics over HTTP on ``port`` (a daemon thread)."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(
+        self,
+        port: int,
+        addr: str = "0.0.0.0",  # noqa: S104  (scraped from outside)
+        health: HealthCheck | None = None,
+    ) -> WSGIServer:
+        """Expose the metrics (and ``/healthz``) over HTTP on ``port``, in a
+        daemon thread; ``shutdown()`` on the server returned stops it."""
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            if health is not None and environ.get("PATH_INFO") == "/healthz":
+                ok, body = health()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "application/json")])
+                return [json.dumps(body).encode()]
+            scraped: Iterable[bytes] = metrics(environ, start_response)
+            return scraped
+
+        server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""

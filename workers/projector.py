@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -141,6 +141,7 @@ class ProjectorWorker:
         listener: LedgerListener | None = None,
         metrics: WorkerMetrics | None = None,
         on_success: Callable[[dict[str, Any]], Any] | None = None,
+        on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
         backoff: Backoff | None = None,
         leader: Leadership | None = None,
     ) -> None:
@@ -155,6 +156,7 @@ class ProjectorWorker:
         self.listener = listener
         self.metrics = metrics
         self.on_success = on_success
+        self.on_failure = on_failure
         self.backoff = backoff or Backoff()
         self.leader = leader
         self.lag: dict[str, tuple[int, float]] = {}
@@ -205,24 +207,30 @@ class ProjectorWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up continuously until ``stop`` is set (after the pass in hand)."""
         while not stop.is_set():
-            if self.leader is not None and not await self.leader.acquire():
-                await sleep_unless(stop, self.poll_interval)  # standby
-                continue
             try:
+                if self.leader is not None and not await self.leader.acquire():
+                    if self.leader.error is not None:
+                        raise self.leader.error  # unreachable: failing, not standing by
+                    await sleep_unless(stop, self.poll_interval)  # standby
+                    continue
                 if self.listener is not None:
                     await self.listener.ensure()
                     self.listener.woken.clear()
                 details = await self.catch_up()
             except Exception as exc:  # every outage looks different; all are retried
                 delay = self.backoff.next_delay()
-                self._log.warning(
-                    "projector.retry",
-                    error=f"{type(exc).__name__}: {exc}",
-                    failures=self.backoff.failures,
-                    retry_in_s=round(delay, 2),
-                )
-                if self.metrics is not None:
-                    self.metrics.job_failures.labels(job="projector").inc()
+                if self.on_failure is not None:
+                    # The worker counts, records and logs it (rate-limited).
+                    await self.on_failure(exc)
+                else:
+                    self._log.warning(
+                        "projector.retry",
+                        error=f"{type(exc).__name__}: {exc}",
+                        failures=self.backoff.failures,
+                        retry_in_s=round(delay, 2),
+                    )
+                    if self.metrics is not None:
+                        self.metrics.job_failures.labels(job="projector").inc()
                 if self.listener is not None:
                     await self.listener.close()
                 await sleep_unless(stop, delay)

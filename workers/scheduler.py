@@ -28,18 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.clock import Clock
 from ledger.config import Settings
+from ledger.failures import describe_failure
 from ledger.store import EventStore
 from workers.expiry import ExpirySweep
-from workers.health import Heartbeats
+from workers.health import Heartbeats, JobStates
+from workers.jobs import DIGEST, EXPIRY, JOBS, PROJECTOR
 from workers.leader import PROJECTOR_LOCK_KEY, Leadership, leadership_for
 from workers.logging import get_logger
 from workers.metrics import WorkerMetrics
 from workers.projector import ProjectorWorker
 
-EXPIRY = "expiry"
-PROJECTOR = "projector"
-DIGEST = "digest"
-JOBS = (EXPIRY, PROJECTOR, DIGEST)
 #: The projector records a heartbeat at most this often (it runs every second).
 PROJECTOR_HEARTBEAT_EVERY = 15.0
 
@@ -53,6 +51,17 @@ class WorkerContext(Protocol):
     engine: AsyncEngine
     store: EventStore
     clock: Clock
+
+
+async def _lead(leader: Leadership) -> bool:
+    """True when this process leads; raises when that cannot be known (the
+    database is unreachable): the job failed, it is not standing by."""
+    if await leader.acquire():
+        return True
+    error = getattr(leader, "error", None)
+    if error is not None:
+        raise error
+    return False
 
 
 class Worker:
@@ -88,6 +97,7 @@ class Worker:
         if self.projector is not None:
             self.projector.metrics = self.projector.metrics or self.metrics
             self.projector.on_success = self._projector_heartbeat
+            self.projector.on_failure = self._projector_failed
             if self.projector.leader is None:
                 # One catching-up process per database is enough; the others
                 # stand by (their catch-up would be idempotent, only wasted).
@@ -95,8 +105,13 @@ class Worker:
                     self.settings.database_url, PROJECTOR_LOCK_KEY
                 )
         self._locks = {job: asyncio.Lock() for job in JOBS}
-        #: Jobs whose last run failed (``--once`` exits non-zero when any did).
+        #: Jobs whose last run failed (``--once`` exits non-zero when any did),
+        #: and why, in one line.
         self.failed: list[str] = []
+        self.errors: dict[str, str] = {}
+        self.states = JobStates()
+        #: Only the rate limit of "heartbeat.failed" logs (not the jobs' health).
+        self._beats = JobStates()
         self._last_projector_beat = 0.0
         self._digest: Callable[[Any], Awaitable[Any]] | None = None
         self._log = get_logger("workers.scheduler", worker_id=self.heartbeats.worker_id)
@@ -105,7 +120,7 @@ class Worker:
 
     async def run_expiry(self) -> JobResult | None:
         """One sweep, if this process leads; None when another one does."""
-        if not await self.leader.acquire():
+        if not await self._lead():
             self._log.debug("expiry.standby")
             return None
         result = await self.sweep.run(stop=self.stop, keep_going=self.leader.acquire)
@@ -121,7 +136,7 @@ class Worker:
 
     async def run_digest(self) -> JobResult | None:
         record = self._load_digest()
-        if record is None or not await self.leader.acquire():
+        if record is None or not await self._lead():
             return None
         outcome = await record(self.context)
         return outcome if isinstance(outcome, dict) else {}
@@ -130,13 +145,16 @@ class Worker:
         if self.projector is None:
             return None
         leader = self.projector.leader
-        if leader is not None and not await leader.acquire():
+        if leader is not None and not await _lead(leader):
             return None
         try:
             return await self.projector.catch_up()
         finally:
             if leader is not None:
                 await leader.release()
+
+    async def _lead(self) -> bool:
+        return await _lead(self.leader)
 
     def _load_digest(self) -> Callable[[Any], Awaitable[Any]] | None:
         if self._digest is None:
@@ -166,28 +184,65 @@ class Worker:
             try:
                 details = await runner()
             except Exception as exc:  # a failed run is recorded; the next run retries
-                self._log.error("job.failed", job=job, error=f"{type(exc).__name__}: {exc}")
-                self.metrics.job_failures.labels(job=job).inc()
-                self.failed.append(job)
-                await self._beat(self.heartbeats.failure(job, exc))
+                await self.job_failed(job, exc)
                 return None
             if details is not None:
-                self.metrics.job_succeeded(job, self.context.clock.now())
-                await self._beat(self.heartbeats.success(job, details))
+                await self.job_succeeded(job, details)
             return details
+
+    async def job_failed(self, job: str, exc: BaseException) -> None:
+        """Count, remember and (rate-limited) log a failed run, and record
+        it in the job's heartbeat when the database can take it."""
+        message = (
+            describe_failure(
+                exc,
+                database_url=self.settings.database_url,
+                redis_url=self.settings.redis.url,
+            )
+            or f"{type(exc).__name__}: {exc}"
+        )
+        self.metrics.job_failures.labels(job=job).inc()
+        self.failed.append(job)
+        self.errors[job] = message
+        logged = self.states.failed(job, message, self.context.clock.now())
+        if logged is not None:
+            self._log.error("job.failed", job=job, error=message, failures=logged)
+            await self._beat(self.heartbeats.failure(job, message))
+
+    async def job_succeeded(self, job: str, details: JobResult) -> None:
+        self.metrics.job_succeeded(job, self.context.clock.now())
+        ended = self.states.succeeded(job, self.context.clock.now())
+        if ended:
+            self._log.info("job.recovered", job=job, after_failures=ended)
+        await self._beat(self.heartbeats.success(job, details))
 
     async def _projector_heartbeat(self, details: JobResult) -> None:
         now = asyncio.get_running_loop().time()
         self.metrics.job_succeeded(PROJECTOR, self.context.clock.now())
-        if now - self._last_projector_beat >= PROJECTOR_HEARTBEAT_EVERY:
+        ended = self.states.succeeded(PROJECTOR, self.context.clock.now())
+        if ended:
+            self._log.info("job.recovered", job=PROJECTOR, after_failures=ended)
+        if ended or now - self._last_projector_beat >= PROJECTOR_HEARTBEAT_EVERY:
             self._last_projector_beat = now
             await self._beat(self.heartbeats.success(PROJECTOR, details))
+
+    async def _projector_failed(self, exc: BaseException) -> None:
+        await self.job_failed(PROJECTOR, exc)
 
     async def _beat(self, write: Awaitable[Any]) -> None:
         try:
             await write
         except Exception as exc:  # health reporting must never stop the work
-            self._log.warning("heartbeat.failed", error=f"{type(exc).__name__}: {exc}")
+            message = describe_failure(exc, database_url=self.settings.database_url)
+            message = message or f"{type(exc).__name__}: {exc}"
+            if self._beats.failed("heartbeat", message, self.context.clock.now()) is not None:
+                self._log.warning("heartbeat.failed", error=message)
+            return
+        self._beats.succeeded("heartbeat", self.context.clock.now())
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """This process's jobs: healthy or failing with the last error (/healthz)."""
+        return self.states.ok, {"workerId": self.heartbeats.worker_id, **self.states.to_json()}
 
     # ---------------------------------------------------------- process
 
@@ -203,7 +258,7 @@ class Worker:
         """Run the jobs until ``stop`` is set, then shut down gracefully."""
         port = self.settings.worker.metrics_port
         if port:
-            self.metrics.serve(port)
+            self.metrics.serve(port, health=self.health)
             self._log.info("metrics.serving", port=port)
         scheduler = AsyncIOScheduler(timezone=UTC)
         first = datetime.now(UTC)

@@ -1,11 +1,15 @@
-"""Audit commands: ``session-ledger audit user|session|ip|active-at|revocations|
-counts|digest`` and ``session-ledger verify-ledger``.
+"""Audit commands: ``session-ledger audit user|session|ip|attempts|active-at|
+revocations|counts|digest`` and ``session-ledger verify-ledger``.
 
 Results stream page by page (one page in memory), as a rich table, JSON (one
 array, written as it goes) or CSV. ``--limit`` caps the rows printed; when
 more remain, the cursor to continue from is printed on stderr (``--after``).
 Bad input (a malformed time, network, reason) is one line on stderr and
 exit code 2, before the database is touched.
+
+Tables fit the terminal: fewer columns, the parsed device instead of the
+user agent, short ids (the random tail) below ``WIDE`` columns, long cells
+cut with an ellipsis. JSON and CSV keep every value in full.
 """
 
 from __future__ import annotations
@@ -14,44 +18,29 @@ import csv
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from api.cli.base import DatabaseOption, app, console, err, run, settings_for
-from ledger.audit import (
-    MAX_LIMIT,
-    ActiveSession,
-    AuditEntry,
-    AuditLog,
-    DailyCount,
-    IpSighting,
-    Page,
-    check_event_type,
-    check_reason,
-    parse_instant,
-    parse_network,
-)
-from ledger.clock import SystemClock
-from ledger.db import make_engine
-from ledger.errors import LedgerError
-from ledger.integrity import (
-    VerifyReport,
-    latest_digest,
-    parse_expected,
-    record_digest,
-    verify_ledger,
-)
+from api.cli.base import DatabaseOption, ReadableGroup, app, console, err, error, run, settings_for
+
+if TYPE_CHECKING:
+    from ledger.audit import ActiveSession, AuditEntry, AuditLog, DailyCount, IpSighting, Page
+    from ledger.integrity import VerifyReport
 
 audit_app = typer.Typer(
-    no_args_is_help=True, help="Audit queries over the full session history (the ledger)."
+    cls=ReadableGroup,
+    no_args_is_help=True,
+    help="Audit queries over the full session history (the ledger).",
 )
 app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 Column = tuple[str, Callable[[Any], object]]
+#: From this many columns on, tables show ids in full.
+WIDE = 132
 
 
 class Format(StrEnum):
@@ -63,18 +52,32 @@ class Format(StrEnum):
 SinceOption = Annotated[
     str | None,
     typer.Option(
-        "--since", help="From this time (inclusive): ISO 8601, 'now', or an age: 7d, 12h."
+        "--since",
+        metavar="TIME",
+        help="From this time (inclusive): ISO 8601, 'now', or an age: 7d, 12h.",
     ),
 ]
 UntilOption = Annotated[
-    str | None, typer.Option("--until", help="Before this time (exclusive); same forms as --since.")
+    str | None,
+    typer.Option(
+        "--until", metavar="TIME", help="Before this time (exclusive); same forms as --since."
+    ),
 ]
-FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+FormatOption = Annotated[
+    Format,
+    typer.Option(
+        "--format", "-f", metavar="table|json|csv", help="Output format (json, csv: full values)."
+    ),
+]
 LimitOption = Annotated[
-    int | None, typer.Option("--limit", min=1, help="Print at most this many rows (default: all).")
+    int | None,
+    typer.Option(
+        "--limit", min=1, metavar="N", help="Print at most this many rows (default: all)."
+    ),
 ]
 AfterOption = Annotated[
-    int, typer.Option("--after", min=0, help="Continue after this ledger position (a cursor).")
+    int,
+    typer.Option("--after", min=0, metavar="POSITION", help="Continue after this ledger position."),
 ]
 
 ENTRY_COLUMNS: list[Column] = [
@@ -97,6 +100,14 @@ SIGHTING_COLUMNS: list[Column] = [
     ("user_id", lambda s: s.user_id),
     ("ip", lambda s: s.ip),
 ]
+_ENTRY = dict(ENTRY_COLUMNS)
+ATTEMPT_COLUMNS: list[Column] = [
+    *((name, _ENTRY[name]) for name in ("position", "recorded_at", "user_id", "reason", "ip")),
+    ("user_agent", _ENTRY["user_agent"]),
+    # The start of the keyed hash of the email typed: attempts on one email share it.
+    ("email_key", lambda e: _email_key(e)),
+    ("request_id", _ENTRY["request_id"]),
+]
 ACTIVE_COLUMNS: list[Column] = [
     ("position", lambda s: s.position),
     ("session_id", lambda s: s.session_id),
@@ -114,6 +125,87 @@ COUNT_COLUMNS: list[Column] = [
 ]
 
 
+# Tables: what a person reads at a terminal (``ids`` shortens ids when narrow).
+Ids = Callable[[str | None], str]
+TableColumn = tuple[str, Callable[[Any, Ids], object]]
+
+ENTRY_TABLE: list[TableColumn] = [
+    ("time (UTC)", lambda e, ids: _time(e.recorded_at)),
+    ("session", lambda e, ids: ids(e.session_id)),
+    ("event", lambda e, ids: _event(e.type, e.reason)),
+    ("by", lambda e, ids: _actor(e.actor, ids)),
+    ("ip", lambda e, ids: e.ip),
+    ("device", lambda e, ids: _device(e.user_agent)),
+]
+SIGHTING_TABLE: list[TableColumn] = [
+    ("time (UTC)", lambda s, ids: _time(s.recorded_at)),
+    ("session", lambda s, ids: ids(s.session_id)),
+    ("user", lambda s, ids: ids(s.user_id)),
+    ("ip", lambda s, ids: s.ip),
+]
+ACTIVE_TABLE: list[TableColumn] = [
+    ("session", lambda s, ids: ids(s.session_id)),
+    ("user", lambda s, ids: ids(s.user_id)),
+    ("last active (UTC)", lambda s, ids: _time(s.last_active_at)),
+    ("expires (UTC)", lambda s, ids: _time(s.expires_at)),
+    ("ip", lambda s, ids: s.ip),
+    ("device", lambda s, ids: _device(s.user_agent)),
+]
+#: Failed sign-ins; the email key only from ``WIDE`` columns on (at 80 the
+#: other columns fill the line), in full in JSON and CSV as well.
+ATTEMPT_TABLE: list[TableColumn] = [
+    ("time (UTC)", lambda e, ids: _time(e.recorded_at)),
+    ("user", lambda e, ids: ids(e.user_id)),
+    ("reason", lambda e, ids: e.reason),
+    ("ip", lambda e, ids: e.ip),
+    ("device", lambda e, ids: _device(e.user_agent)),
+]
+ATTEMPT_TABLE_WIDE: list[TableColumn] = [
+    *ATTEMPT_TABLE,
+    ("email key", lambda e, ids: _email_key(e)),
+]
+COUNT_TABLE: list[TableColumn] = [
+    ("day", lambda c, ids: c.day.isoformat()),
+    ("event", lambda c, ids: _event(c.type)),
+    ("count", lambda c, ids: c.count),
+]
+
+
+def short_id(value: str | None) -> str:
+    """The random tail of a UUIDv7 (its head is the time, shared by neighbours)."""
+    if not value:
+        return ""
+    return value[-8:] if len(value) > 12 else value
+
+
+def _full_id(value: str | None) -> str:
+    return value or ""
+
+
+def _time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _event(event_type: str, reason: str | None = None) -> str:
+    name = event_type.removeprefix("Session") or event_type
+    return f"{name}: {reason}" if reason else name
+
+
+def _actor(actor: str | None, ids: Ids) -> str:
+    kind, _, who = (actor or "").partition(":")
+    return f"{kind}:{ids(who)}" if who else kind
+
+
+def _email_key(entry: Any) -> str:
+    return str(entry.data.get("email_key", ""))[:16]
+
+
+def _device(user_agent: str | None) -> str:
+    from ledger.devices import describe_device
+
+    return describe_device(user_agent) if user_agent else ""
+
+
 # ------------------------------------------------------------------ output
 
 
@@ -122,34 +214,52 @@ class Output:
 
     TABLE_ROWS = 500
 
-    def __init__(self, fmt: Format, columns: Sequence[Column], title: str) -> None:
+    def __init__(
+        self,
+        fmt: Format,
+        columns: Sequence[Column],
+        title: str,
+        table: Sequence[TableColumn],
+    ) -> None:
         self.fmt = fmt
         self.columns = columns
+        self.table = table
         self.title = title
         self.count = 0
         self._rows: list[list[str]] = []
         self._csv = csv.writer(sys.stdout) if fmt is Format.CSV else None
+        self._ids: Ids = _full_id if console.width >= WIDE else short_id
+        self._started = False
 
     def start(self) -> None:
+        """Begin the output, once the first page (or the end) is in: a query
+        that fails leaves nothing half-written on stdout."""
+        if self._started:
+            return
+        self._started = True
         if self._csv is not None:
             self._csv.writerow([name for name, _ in self.columns])
         elif self.fmt is Format.JSON:
             sys.stdout.write("[")
 
     def add(self, item: Any) -> None:
+        self.start()
         if self.fmt is Format.JSON:
             sys.stdout.write(("," if self.count else "") + "\n" + json.dumps(item.to_json()))
+        elif self._csv is not None:
+            self._csv.writerow(
+                ["" if (v := get(item)) is None else str(v) for _, get in self.columns]
+            )
         else:
-            row = ["" if (v := get(item)) is None else str(v) for _, get in self.columns]
-            if self._csv is not None:
-                self._csv.writerow(row)
-            else:
-                self._rows.append(row)
-                if len(self._rows) >= self.TABLE_ROWS:
-                    self._flush_table()
+            self._rows.append(
+                ["" if (v := show(item, self._ids)) is None else str(v) for _, show in self.table]
+            )
+            if len(self._rows) >= self.TABLE_ROWS:
+                self._flush_table()
         self.count += 1
 
     def finish(self) -> None:
+        self.start()
         if self.fmt is Format.JSON:
             sys.stdout.write("\n]\n" if self.count else "]\n")
         elif self.fmt is Format.TABLE:
@@ -159,13 +269,22 @@ class Output:
         sys.stdout.flush()
 
     def _flush_table(self) -> None:
-        table = Table(title=self.title if not self.count or self.count <= self.TABLE_ROWS else None)
-        for name, _ in self.columns:
-            table.add_column(name, overflow="fold")
-        for row in self._rows:
-            table.add_row(*row)
+        from api.cli.tables import fitted_table
+
+        table = fitted_table(
+            [name for name, _ in self.table],
+            self._rows,
+            width=console.width,
+            flexible=FLEXIBLE,
+            title=self.title if not self.count or self.count <= self.TABLE_ROWS else None,
+        )
         console.print(table)
         self._rows = []
+
+
+#: Columns cut when a table is too wide, down to these widths (the others
+#: stay whole).
+FLEXIBLE = {"by": 6, "ip": 9, "device": 10, "user": 8, "event": 7}
 
 
 async def _stream(
@@ -175,7 +294,8 @@ async def _stream(
     limit: int | None,
 ) -> None:
     """Pages of ``fetch(after, page_size)`` into ``out``, up to ``limit`` rows."""
-    out.start()
+    from ledger.audit import MAX_LIMIT
+
     cursor: int | None = after
     while cursor is not None:
         size = MAX_LIMIT if limit is None else min(MAX_LIMIT, limit - out.count)
@@ -194,8 +314,13 @@ def _query(
     database_url: str | None,
     body: Callable[[AuditLog], Awaitable[None]],
 ) -> None:
+    settings = settings_for(database_url)
+
     async def main() -> None:
-        engine = make_engine(settings_for(database_url).database_url)
+        from ledger.audit import AuditLog
+        from ledger.db import make_engine
+
+        engine = make_engine(settings.database_url)
         try:
             await body(AuditLog(engine))
         finally:
@@ -205,6 +330,8 @@ def _query(
 
 
 def _times(since: str | None, until: str | None) -> dict[str, Any]:
+    from ledger.audit import parse_instant
+
     return {
         "since": None if since is None else parse_instant(since),
         "until": None if until is None else parse_instant(until),
@@ -213,11 +340,12 @@ def _times(since: str | None, until: str | None) -> dict[str, Any]:
 
 def _checked(parse: Callable[[], T]) -> T:
     """Parse arguments before touching the database: a bad value is one line, exit 2."""
+    from ledger.errors import LedgerError
+
     try:
         return parse()
     except LedgerError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        error(exc.message)
 
 
 # ---------------------------------------------------------------- commands
@@ -235,7 +363,7 @@ def user_history(
 ) -> None:
     """Every event of every session of one user (unknown user: no rows)."""
     times = _checked(lambda: _times(since, until))
-    out = Output(fmt, ENTRY_COLUMNS, f"history of user {user_id}")
+    out = Output(fmt, ENTRY_COLUMNS, f"history of user {user_id}", ENTRY_TABLE)
 
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[AuditEntry]:
@@ -258,7 +386,7 @@ def session_history(
 ) -> None:
     """Every event of one session: actor, reason, ip, user agent, request id."""
     times = _checked(lambda: _times(since, until))
-    out = Output(fmt, ENTRY_COLUMNS, f"history of session {session_id}")
+    out = Output(fmt, ENTRY_COLUMNS, f"history of session {session_id}", ENTRY_TABLE)
 
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[AuditEntry]:
@@ -280,9 +408,11 @@ def ip_sightings(
     database_url: DatabaseOption = None,
 ) -> None:
     """Sessions seen from an IP address or CIDR network (each sighting)."""
+    from ledger.audit import parse_network
+
     times = _checked(lambda: _times(since, until))
     net = _checked(lambda: parse_network(network))
-    out = Output(fmt, SIGHTING_COLUMNS, f"sessions seen from {net}")
+    out = Output(fmt, SIGHTING_COLUMNS, f"sessions seen from {net}", SIGHTING_TABLE)
 
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[IpSighting]:
@@ -293,18 +423,62 @@ def ip_sightings(
     _query(database_url, body)
 
 
+@audit_app.command("attempts")
+def sign_in_attempts(
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Only this account's.")
+    ] = None,
+    ip: Annotated[
+        str | None,
+        typer.Option(
+            "--ip", metavar="NETWORK", help="Only from this address or CIDR network (/24)."
+        ),
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    fmt: FormatOption = Format.TABLE,
+    limit: LimitOption = None,
+    after: AfterOption = 0,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Failed sign-ins: reason, account, IP, device, and the start of the
+    keyed hash of the email typed (attempts on one unknown email share it;
+    in JSON, CSV and tables of 132 columns or more)."""
+    from ledger.audit import parse_network
+
+    times = _checked(lambda: _times(since, until))
+    net = _checked(lambda: parse_network(ip)) if ip is not None else None
+    title = "failed sign-ins" + (f" from {net}" if net is not None else "")
+    table = ATTEMPT_TABLE_WIDE if console.width >= WIDE else ATTEMPT_TABLE
+    out = Output(fmt, ATTEMPT_COLUMNS, title, table)
+
+    async def body(audit: AuditLog) -> None:
+        async def fetch(a: int, n: int) -> Page[AuditEntry]:
+            return await audit.sign_in_attempts(
+                user_id=user, network=net, after=a, limit=n, **times
+            )
+
+        await _stream(fetch, out, after, limit)
+
+    _query(database_url, body)
+
+
 @audit_app.command("active-at")
 def active_at(
     instant: Annotated[str, typer.Argument(help="The instant: ISO 8601, 'now', or 7d / 12h ago.")],
-    user: Annotated[str | None, typer.Option("--user", help="Only this user's sessions.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's sessions.")
+    ] = None,
     fmt: FormatOption = Format.TABLE,
     limit: LimitOption = None,
     after: AfterOption = 0,
     database_url: DatabaseOption = None,
 ) -> None:
     """Sessions that were active at an instant, computed from the ledger."""
+    from ledger.audit import parse_instant
+
     at = _checked(lambda: parse_instant(instant))
-    out = Output(fmt, ACTIVE_COLUMNS, f"sessions active at {at.isoformat()}")
+    out = Output(fmt, ACTIVE_COLUMNS, f"sessions active at {at.isoformat()}", ACTIVE_TABLE)
 
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[ActiveSession]:
@@ -318,9 +492,12 @@ def active_at(
 @audit_app.command("revocations")
 def revocations(
     reason: Annotated[
-        str | None, typer.Option("--reason", help="e.g. token_reuse, admin, sign_out.")
+        str | None,
+        typer.Option("--reason", metavar="REASON", help="e.g. token_reuse, admin, sign_out."),
     ] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="e.g. system, user:42.")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", metavar="ACTOR", help="e.g. system, user:42.")
+    ] = None,
     since: SinceOption = None,
     until: UntilOption = None,
     fmt: FormatOption = Format.TABLE,
@@ -329,10 +506,12 @@ def revocations(
     database_url: DatabaseOption = None,
 ) -> None:
     """Revocations, by reason and actor, in a time range."""
+    from ledger.audit import check_reason
+
     times = _checked(lambda: _times(since, until))
     if reason is not None:
         _checked(lambda: check_reason(reason))
-    out = Output(fmt, ENTRY_COLUMNS, "revocations")
+    out = Output(fmt, ENTRY_COLUMNS, "revocations", ENTRY_TABLE)
 
     async def body(audit: AuditLog) -> None:
         async def fetch(a: int, n: int) -> Page[AuditEntry]:
@@ -348,19 +527,21 @@ def counts(
     since: SinceOption = None,
     until: UntilOption = None,
     event_type: Annotated[
-        list[str] | None, typer.Option("--type", help="Only these event types (repeatable).")
+        list[str] | None,
+        typer.Option("--type", metavar="TYPE", help="Only these event types (repeatable)."),
     ] = None,
     fmt: FormatOption = Format.TABLE,
     database_url: DatabaseOption = None,
 ) -> None:
     """Events per type per UTC day."""
+    from ledger.audit import check_event_type
+
     times = _checked(lambda: _times(since, until))
     types = _checked(lambda: [check_event_type(t) for t in event_type or []])
-    out = Output(fmt, COUNT_COLUMNS, "events per day")
+    out = Output(fmt, COUNT_COLUMNS, "events per day", COUNT_TABLE)
 
     async def body(audit: AuditLog) -> None:
         rows: list[DailyCount] = await audit.counts_per_day(types=types or None, **times)
-        out.start()
         for row in rows:
             out.add(row)
         out.finish()
@@ -375,22 +556,45 @@ def digest(
     ] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Print the latest ledger digest as POSITION:DIGEST (keep it outside the database)."""
+    """Print the latest ledger digest as POSITION:DIGEST (keep it outside the database).
 
-    async def main() -> None:
-        engine = make_engine(settings_for(database_url).database_url)
+    Exit code 1 when none is recorded yet.
+    """
+    settings = settings_for(database_url)
+
+    async def main() -> str | None:
+        from ledger.clock import SystemClock
+        from ledger.db import make_engine
+        from ledger.integrity import latest_digest, record_digest
+        from ledger.store import EventStore
+
+        engine = make_engine(settings.database_url)
         try:
             if record:
                 await record_digest(engine, SystemClock())
             latest = await latest_digest(engine)
+            if latest is not None:
+                return latest.token
+            head = await EventStore(engine).head()
         finally:
             await engine.dispose()
-        if latest is None:
-            err.print("no digest recorded yet (the ledger is empty?)", highlight=False)
-            raise typer.Exit(1)
-        print(latest.token)
+        if head == 0:
+            err.print("no digest: the ledger is empty", highlight=False)
+        else:
+            err.print(
+                f"no digest recorded yet (the ledger has {head} events): the worker records "
+                "one every worker.digest_interval; record one now with "
+                "`session-ledger audit digest --record` or "
+                "`session-ledger worker --once --only digest`",
+                highlight=False,
+                soft_wrap=True,
+            )
+        return None
 
-    run(main)
+    token = run(main)
+    if token is None:
+        raise typer.Exit(1)
+    print(token)
 
 
 # ------------------------------------------------------------------ verify
@@ -404,6 +608,9 @@ async def check_ledger(
     What ``session-ledger verify --ledger`` runs. Raises DigestFormatError
     (a LedgerError) for a malformed ``expect`` before reading anything.
     """
+    from ledger.db import make_engine
+    from ledger.integrity import parse_expected, verify_ledger
+
     expected = [parse_expected(e) for e in expect]
     engine = make_engine(database_url)
     try:
@@ -452,6 +659,7 @@ def verify_ledger_command(
         list[str] | None,
         typer.Option(
             "--expect",
+            metavar="POSITION:DIGEST",
             help="POSITION:DIGEST kept outside the database (repeatable); must still match.",
         ),
     ] = None,
@@ -463,10 +671,10 @@ def verify_ledger_command(
     Exit code 0: intact; 1: tampering found; 2: bad arguments.
     """
 
+    settings = settings_for(database_url)
+
     async def main() -> bool:
-        return await check_ledger(
-            settings_for(database_url).database_url, expect=expect or [], as_json=as_json
-        )
+        return await check_ledger(settings.database_url, expect=expect or [], as_json=as_json)
 
     if not run(main):
         raise typer.Exit(1)

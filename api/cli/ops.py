@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-from sqlalchemy import func, select
-
-from api.bootstrap import build
 from api.cli.base import DatabaseOption, app, console, run, settings_for
-from api.cli.worker import worker_health_table
-from ledger.db import make_engine
-from ledger.errors import LedgerError
-from migrations import current_revision, head_revision, upgrade
-from projections.schema import sessions
 
 
 @app.command()
 def migrate(database_url: DatabaseOption = None) -> None:
     """Bring the database schema to the newest migration."""
+    settings = settings_for(database_url)
 
     async def main() -> None:
-        engine = make_engine(settings_for(database_url).database_url)
+        from ledger.db import make_engine
+        from migrations import current_revision, upgrade
+
+        engine = make_engine(settings.database_url)
         try:
             await upgrade(engine)
             console.print(f"schema at revision {await current_revision(engine)}")
@@ -35,6 +30,15 @@ def status(database_url: DatabaseOption = None) -> None:
     settings = settings_for(database_url)
 
     async def main() -> None:
+        from rich.table import Table
+        from sqlalchemy import func, select
+
+        from api.bootstrap import build
+        from api.cli.worker import worker_health
+        from ledger.errors import LedgerError
+        from migrations import current_revision, head_revision
+        from projections.schema import sessions
+
         container = await build(settings)
         try:
             engine = container.engine
@@ -55,7 +59,7 @@ def status(database_url: DatabaseOption = None) -> None:
                 for state, count in sorted(counts.all()):
                     table.add_row(f"sessions {state}", str(count))
             console.print(table)
-            console.print(await worker_health_table(engine))
+            console.print(await worker_health(engine))
         finally:
             await container.close()
 

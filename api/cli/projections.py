@@ -9,23 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.bootstrap import Container, build
-from api.cli.audit import check_ledger
-from api.cli.base import DatabaseOption, app, console, err, run, settings_for
-from ledger.errors import ConfigError
-from projections.redis_cache import RedisCacheProjection
-from projections.replay import (
-    DEFAULT_BATCH,
-    DEFAULT_REDIS_BATCH,
-    RichProgress,
-    replay_redis,
-    replay_table,
-)
-from projections.verify import Difference, verify_redis, verify_table
+from api.cli.base import DatabaseOption, app, console, error, run, settings_for
+
+if TYPE_CHECKING:
+    from api.bootstrap import Container
+    from projections.redis_cache import RedisCacheProjection
+    from projections.verify import Difference
 
 #: Differences printed one per line; beyond that, only the count.
 MAX_SHOWN = 200
@@ -38,6 +31,8 @@ class Target(StrEnum):
 
 
 def _redis_projection(container: Container) -> RedisCacheProjection:
+    from ledger.errors import ConfigError
+
     runner = container.runner
     if runner is None:
         raise ConfigError("no Redis configured (set SESSION_LEDGER_REDIS__URL)")
@@ -48,7 +43,12 @@ def _redis_projection(container: Container) -> RedisCacheProjection:
 def replay(
     projection: Annotated[
         Target,
-        typer.Option("--projection", help="What to rebuild.", case_sensitive=False),
+        typer.Option(
+            "--projection",
+            help="What to rebuild; all: every configured projection (redis only with Redis).",
+            case_sensitive=False,
+            metavar="NAME",
+        ),
     ] = Target.all,
     batch_size: Annotated[
         int | None,
@@ -56,7 +56,8 @@ def replay(
             "--batch-size",
             min=1,
             max=100_000,
-            help=f"Events per batch (default {DEFAULT_BATCH} table, {DEFAULT_REDIS_BATCH} Redis).",
+            metavar="N",
+            help="Events per batch (default: each projection's own).",
         ),
     ] = None,
     database_url: DatabaseOption = None,
@@ -66,9 +67,22 @@ def replay(
     settings = settings_for(database_url)
 
     async def main() -> None:
+        from api.bootstrap import build
+        from projections.replay import (
+            DEFAULT_BATCH,
+            DEFAULT_REDIS_BATCH,
+            RichProgress,
+            replay_redis,
+            replay_table,
+        )
+
         container = await build(settings)
         try:
-            targets = [Target.table, Target.redis] if projection is Target.all else [projection]
+            if projection is Target.all:
+                # Every configured projection: the cache only where there is one.
+                targets = [Target.table] + ([Target.redis] if container.runner else [])
+            else:
+                targets = [projection]
             if Target.redis in targets:
                 _redis_projection(container)  # fail before any work without Redis
             for target in targets:
@@ -105,6 +119,8 @@ def replay(
 
 async def check_projections(container: Container) -> list[Difference]:
     """The SQL table and (when configured) the Redis cache vs the ledger."""
+    from projections.verify import verify_redis, verify_table
+
     differences = await verify_table(container.engine)
     if container.runner is not None:
         differences += await verify_redis(
@@ -113,7 +129,7 @@ async def check_projections(container: Container) -> list[Difference]:
     return differences
 
 
-Check = Callable[[Container], Awaitable[list[Difference]]]
+Check = Callable[["Container"], Awaitable[list["Difference"]]]
 
 
 @app.command()
@@ -131,6 +147,7 @@ def verify(
         typer.Option(
             "--expect",
             help="With --ledger: POSITION:DIGEST kept outside the database (repeatable).",
+            metavar="POSITION:DIGEST",
         ),
     ] = None,
     database_url: DatabaseOption = None,
@@ -140,14 +157,13 @@ def verify(
     if projections:
         checks.append(("projections", check_projections))
     if not checks and not ledger:
-        err.print(
-            "[red]error:[/red] nothing to verify: pass --projections and/or --ledger",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        error("nothing to verify: pass --projections and/or --ledger")
     settings = settings_for(database_url)
 
     async def main() -> int:
+        from api.bootstrap import build
+        from api.cli.audit import check_ledger
+
         container = await build(settings)
         try:
             found = 0

@@ -1,35 +1,48 @@
-"""``session-ledger serve`` and the ``users`` commands of the built-in store."""
+"""``session-ledger serve``: the HTTP API and the demo page under uvicorn."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+import socket
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.exc import DBAPIError
 
-from api.bootstrap import build
-from api.cli.base import DatabaseOption, app, console, err, run, settings_for
-from api.server_protocol import BoundedHttpToolsProtocol
-from api.signing_secrets import signing_secrets
-from api.users.errors import UserError
-from api.users.store import SqlUserStore
-from ledger.db import make_engine
-from ledger.ports import ProviderAccount
-from migrations import upgrade
+from api.cli.base import DatabaseOption, app, console, err, error, fail, run, settings_for
 
-users_app = typer.Typer(no_args_is_help=True, help="Users of the built-in user store.")
-app.add_typer(users_app, name="users")
+if TYPE_CHECKING:
+    from ledger.config import Settings
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, metavar="PORT", help="Port to listen on.")
+    ] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Server processes on the one port, each with its own pool and feeds "
+            "(about one per CPU core).",
+        ),
+    ] = 1,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="Restart on code changes (development).")
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            metavar="PORT",
+            help="Serve the process's Prometheus metrics on this loopback port (one process).",
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Serve the HTTP API and the demo page (uvicorn, uvloop + httptools).
@@ -37,23 +50,23 @@ def serve(
     Migrates the database first, so the embedded SQLite default works on
     the very first run.
     """
+    from api.signing_secrets import check_signing_secrets
+
     settings = settings_for(database_url)
-    # Refused here, in one line, rather than in uvicorn's lifespan.
-    resolved = signing_secrets(settings, bind_host=host)
-    # The app is built by uvicorn's factory from the environment.
+    if reload and workers > 1:
+        error("--reload runs one process: drop --workers or --reload")
+    if metrics_port is not None and workers > 1:
+        # Each worker has its own registry and would bind the one port: the
+        # second would fail at startup, the first report a share of the load.
+        error("--metrics-port serves one process's metrics: drop --workers or --metrics-port")
+    try:
+        check_signing_secrets(settings, bind_host=host)
+    except Exception as exc:
+        fail(exc)
+    # The app is built by uvicorn's factory from the environment (in each
+    # worker process).
     if database_url:
         os.environ["SESSION_LEDGER_DATABASE_URL"] = database_url
-    if resolved.development_file is not None:
-        err.print(
-            "[yellow]warning:[/yellow] no secrets configured: signing cookies with the "
-            f"development secret generated in {resolved.development_file} "
-            "(set SESSION_LEDGER_SECRETS anywhere else)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        # Every process of this server (uvicorn's reload or worker processes)
-        # builds its app from the environment: hand them the same secret.
-        os.environ["SESSION_LEDGER_SECRETS"] = json.dumps(resolved.values)
     url = f"http://{host}:{port}"
     if "base_url" not in settings.model_fields_set:
         # Unconfigured, the base URL (the CSRF check's trusted origin) is
@@ -64,8 +77,14 @@ def serve(
         os.environ["SESSION_LEDGER_BASE_URL"] = url
         if "trusted_origins" not in settings.model_fields_set:
             os.environ["SESSION_LEDGER_TRUSTED_ORIGINS"] = json.dumps(origins[1:])
+    _check_port_free(host, port)
+    if metrics_port is not None:
+        _check_port_free("127.0.0.1", metrics_port, "--metrics-port")
 
     async def migrate() -> None:
+        from ledger.db import make_engine
+        from migrations import upgrade
+
         engine = make_engine(settings.database_url)
         try:
             await upgrade(engine)
@@ -73,12 +92,24 @@ def serve(
             await engine.dispose()
 
     run(migrate)
-    console.print(f"session-ledger: serving on [bold]{url}/[/bold]", highlight=False)
+    _signing_secrets(settings, host)
+    if metrics_port is not None:
+        from api.metrics import METRICS_PORT_ENV
+
+        os.environ[METRICS_PORT_ENV] = str(metrics_port)
+    import uvicorn
+
+    from api.server_protocol import BoundedHttpToolsProtocol
+
+    _warn_if_limits_per_process(settings, workers)
+    processes = f" ({workers} processes)" if workers > 1 else ""
+    console.print(f"session-ledger: serving on [bold]{url}/[/bold]{processes}", highlight=False)
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         reload=reload,
         loop="uvloop",
         # httptools, with a cap on the request head (431 past 16 KiB).
@@ -92,6 +123,42 @@ def serve(
     )
 
 
+def _signing_secrets(settings: Settings, host: str) -> None:
+    """Resolved here, after the database opened (a generated development
+    secret is kept beside its file), and handed to every process of the
+    server; a failure is one line rather than uvicorn's lifespan traceback."""
+    from api.signing_secrets import signing_secrets
+
+    try:
+        resolved = signing_secrets(settings, bind_host=host)
+    except Exception as exc:
+        fail(exc)
+    if resolved.development_file is not None:
+        err.print(
+            "[yellow]warning:[/yellow] no secrets configured: signing cookies with the "
+            f"development secret generated in {resolved.development_file} "
+            "(set SESSION_LEDGER_SECRETS anywhere else)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        # Every process of this server (uvicorn's reload or worker processes)
+        # builds its app from the environment: hand them the same secret.
+        os.environ["SESSION_LEDGER_SECRETS"] = json.dumps(resolved.values)
+
+
+def _warn_if_limits_per_process(settings: Settings, workers: int) -> None:
+    """Rate limits counted in memory hold per process: several processes on
+    one port let a client through each one's limit."""
+    if workers > 1 and settings.rate_limit_enabled and settings.rate_limit_storage == "memory":
+        err.print(
+            "[yellow]warning:[/yellow] rate limits are counted in each process's memory: "
+            f"{workers} processes allow up to {workers} times each limit "
+            "(set SESSION_LEDGER_REDIS__URL to share them)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}  # noqa: S104  (names, not binds)
 
 
@@ -102,69 +169,25 @@ def _served_origins(host: str, port: int) -> list[str]:
     return [f"http://localhost:{port}", f"http://127.0.0.1:{port}", f"http://[::1]:{port}"]
 
 
-@users_app.command("create")
-def create_user(
-    email: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-    role: Annotated[list[str] | None, typer.Option(help="A role (repeatable).")] = None,
-    verified: Annotated[bool, typer.Option(help="Mark the email as verified.")] = False,
-    database_url: DatabaseOption = None,
-) -> None:
-    """Create a user with an email and password (for administrators)."""
+def _check_port_free(host: str, port: int, option: str = "--port") -> None:
+    """Fail in one line, before "serving on ...", when the address is taken.
 
-    async def main() -> str:
-        container = await build(settings_for(database_url), builtin_users=True)
+    Bound as uvicorn binds (SO_REUSEADDR), then released for it: only a
+    server listening there, not a connection lingering in TIME_WAIT, fails.
+    """
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        error(f"cannot serve on {host}: {exc.strerror or exc} (check --host)")
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            store = container.ledger.users
-            assert isinstance(store, SqlUserStore)
-            user = await store.create_user(
-                email, password, name=name, roles=role or (), email_verified=verified
-            )
-            return user.id
-        except DBAPIError as exc:
-            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
-        finally:
-            await container.close()
-
-    console.print(run(main), highlight=False)
-
-
-@users_app.command("link-account")
-def link_account(
-    user_id: str,
-    provider: str,
-    account_id: str,
-    access_token: Annotated[str | None, typer.Option()] = None,
-    refresh_token: Annotated[str | None, typer.Option()] = None,
-    id_token: Annotated[str | None, typer.Option()] = None,
-    token_type: Annotated[str | None, typer.Option()] = None,
-    scope: Annotated[str | None, typer.Option()] = None,
-    expires_at: Annotated[int | None, typer.Option(help="Epoch seconds.")] = None,
-    database_url: DatabaseOption = None,
-) -> None:
-    """Link a provider account to a user (tokens are encrypted at rest)."""
-    account = ProviderAccount(
-        provider_id=provider,
-        account_id=account_id,
-        access_token=access_token,
-        refresh_token=refresh_token,
-        id_token=id_token,
-        token_type=token_type,
-        scope=scope,
-        expires_at=expires_at,
-    )
-
-    async def main() -> None:
-        container = await build(settings_for(database_url), builtin_users=True)
-        try:
-            store = container.ledger.users
-            assert isinstance(store, SqlUserStore)
-            await store.link_account(user_id, account)
-        except DBAPIError as exc:
-            raise UserError(f"database error ({exc.orig}); has it been migrated?") from None
-        finally:
-            await container.close()
-
-    run(main)
-    console.print(f"linked {provider} account {account_id} to user {user_id}", highlight=False)
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == 98:  # EADDRINUSE
+                error(f"port {port} on {host} is in use (another server?): pick one with {option}")
+            error(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

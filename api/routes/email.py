@@ -13,15 +13,17 @@ from api.deps import Auth, pending, request_context
 from api.errors import ApiError
 from api.routes.common import AuthDep, errors, respond
 from api.urls import parse_absolute
-from api.users.store import MAX_IMAGE, MAX_NAME, MAX_PASSWORD, SqlUserStore
+from api.users.store import MAX_IMAGE, MAX_NAME, SqlUserStore
+from ledger.errors import ServerBusyError
 from ledger.ports import UserRecord
 from ledger.service import ValidatedSession, user_json
 
 email_router = APIRouter(tags=["email"])
 
-#: Longer than any valid password, so that PASSWORD_TOO_LONG (not a generic
-#: validation error) answers a too-long password.
-_MAX_PASSWORD_FIELD = MAX_PASSWORD * 8
+#: Longer than any valid password (``password.max_length`` is at most 1024),
+#: so that PASSWORD_TOO_LONG (not a generic validation error) answers a
+#: too-long password.
+_MAX_PASSWORD_FIELD = 8 * 1024
 
 
 class SignUpBody(BaseModel):
@@ -103,12 +105,16 @@ async def _start_session(
     return token, user_body
 
 
-@email_router.post("/sign-up/email", responses=errors(403, 422))
+@email_router.post("/sign-up/email", responses=errors(403, 422, 429, 503))
 async def sign_up(request: Request, auth: AuthDep, body: SignUpBody) -> JSONResponse:
     callback = _callback(auth, body.callbackURL)
-    user = await _users(auth).create_user(
-        body.email, body.password, name=body.name, image=body.image
-    )
+    try:
+        user = await _users(auth).create_user(
+            body.email, body.password, name=body.name, image=body.image
+        )
+    except ServerBusyError:
+        auth.metrics.hashing_busy.inc()
+        raise
     token, user_body = await _start_session(request, auth, user, body.rememberMe)
     result: dict[str, Any] = {"token": token, "user": user_body}
     if callback is not None:
@@ -116,10 +122,11 @@ async def sign_up(request: Request, auth: AuthDep, body: SignUpBody) -> JSONResp
     return respond(request, result)
 
 
-@email_router.post("/sign-in/email", responses=errors(401, 403))
+@email_router.post("/sign-in/email", responses=errors(401, 403, 429, 503))
 async def sign_in(request: Request, auth: AuthDep, body: SignInBody) -> JSONResponse:
     callback = _callback(auth, body.callbackURL)
-    user = await _users(auth).authenticate(body.email, body.password)
+    ctx = request_context(request, auth)
+    user = await auth.guard.authenticate(_users(auth), body.email, body.password, ctx)
     token, user_body = await _start_session(request, auth, user, body.rememberMe)
     result: dict[str, Any] = {"redirect": callback is not None, "token": token, "user": user_body}
     if callback is not None:

@@ -1,5 +1,6 @@
-"""GET /session-history: the signed-in user's own session events, newest
-first, straight from the ledger (a paginated read by user id; the audit
+"""GET /session-history: the signed-in user's own session events (and the
+failed sign-ins on their account, ``SignInFailed``), newest first, straight
+from the ledger (a paginated read by user id; the audit
 module offers the full query language)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ledger.events import (
     SessionExpired,
     SessionRevoked,
     SessionTouched,
+    SignInFailed,
     deserialize,
 )
 from ledger.schema import events as events_table
@@ -43,7 +45,7 @@ def _entry(
         "userAgent": None,
         "device": None,
     }
-    if isinstance(event, SessionCreated | SessionTouched):
+    if isinstance(event, SessionCreated | SessionTouched | SignInFailed):
         entry.update(
             ipAddress=event.ip,
             userAgent=event.user_agent,
@@ -51,7 +53,7 @@ def _entry(
         )
     if isinstance(event, SessionRevoked):
         entry.update(reason=event.reason.value, actor=event.actor)
-    if isinstance(event, SessionExpired):
+    if isinstance(event, SessionExpired | SignInFailed):
         entry.update(reason=event.reason.value)
     return entry
 

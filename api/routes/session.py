@@ -17,6 +17,7 @@ from api.deps import (
     AuthSession,
     FreshSession,
     StoreSession,
+    get_auth,
     pending,
     presented_token,
     queue_clear,
@@ -91,7 +92,12 @@ def _flag(request: Request, name: str) -> bool:
     },
 )
 async def get_session(request: Request) -> JSONResponse:
-    """``{session, user}`` of the caller, or ``null``."""
+    """``{session, user}`` of the caller, or ``null``.
+
+    ``null`` for a token whose session has ended carries the reason in
+    ``x-session-ended`` (``revoked_others``, ``idle``, ...): the demo page
+    says "ended from another device" with it. The body stays BetterAuth's.
+    """
     session = await resolve(
         request,
         allow_cache=not _flag(request, "disableCookieCache"),
@@ -100,6 +106,13 @@ async def get_session(request: Request) -> JSONResponse:
     response = respond(request, None if session is None else session.payload)
     if session is not None:
         response.headers["x-session-source"] = session.source
+    else:
+        auth = get_auth(request)
+        token, _bearer = presented_token(request, auth)
+        reason = None if token is None else await auth.ledger.ended_reason(token)
+        if reason is not None:
+            response.headers["x-session-ended"] = reason
+            response.headers["access-control-expose-headers"] = "x-session-ended"
     return response
 
 

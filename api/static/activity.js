@@ -1,7 +1,10 @@
-// The "Activity" panel of the demo page: the signed-in user's own session
-// history as a timeline (GET /api/auth/audit/activity) and, for admins, a
-// chart of sign-ins / revocations / expiries per day
-// (GET /api/auth/admin/audit/counts). Plain DOM and inline SVG, no library.
+// The "History" panel of the demo page, the one view of the history: failed
+// sign-ins on the account since the last visit, by network
+// (GET /api/auth/audit/failed-sign-ins), the signed-in user's own events as a
+// timeline by day (GET /api/auth/audit/activity, failed sign-ins included)
+// and, for admins, a chart of sign-ins / revocations / expiries / failed
+// sign-ins per day (GET /api/auth/admin/audit/counts). Plain DOM and inline
+// SVG, no library; words.js turns codes into words.
 "use strict";
 
 (() => {
@@ -11,6 +14,7 @@
     { type: "SessionCreated", label: "sign-ins", color: "#2f6fde" },
     { type: "SessionRevoked", label: "revocations", color: "#d9534f" },
     { type: "SessionExpired", label: "expiries", color: "#8a8f99" },
+    { type: "SignInFailed", label: "failed sign-ins", color: "#e0a100" },
   ];
   const LABELS = {
     SessionCreated: "signed in",
@@ -19,8 +23,9 @@
     SessionTouched: "active",
     SessionUpdated: "session updated",
     SessionReauthenticated: "re-authenticated",
-    SessionRevoked: "signed out / revoked",
+    SessionRevoked: "ended",
     SessionExpired: "expired",
+    SignInFailed: "failed sign-in",
   };
   const SVG = "http://www.w3.org/2000/svg";
 
@@ -44,28 +49,61 @@
     return node;
   }
 
-  function timeline(items) {
+  function timeline(items, session) {
+    const words = window.ledgerWords;
+    const me = session.user.id;
     const list = el("ol", { class: "activity-timeline" });
     let day = "";
     // Newest first: the API pages oldest first, the eye wants the latest on top.
     for (const e of [...items].reverse()) {
-      const d = e.recordedAt.slice(0, 10);
+      const at = new Date(e.recordedAt);
+      const d = at.toDateString();
       if (d !== day) {
         day = d;
-        list.appendChild(el("li", { class: "activity-day" }, new Date(d).toDateString()));
+        list.appendChild(el("li", { class: "activity-day" }, d));
       }
       const item = el("li", { class: "activity-event", "data-type": e.type });
-      item.appendChild(el("time", { datetime: e.recordedAt }, new Date(e.recordedAt).toLocaleTimeString()));
-      item.appendChild(el("span", { class: "type" }, ` ${LABELS[e.type] || e.type}`));
-      const details = [e.ip, e.reason, e.actor !== `user:${e.userId}` ? e.actor : null]
-        .filter(Boolean)
-        .join(" · ");
-      if (details) item.appendChild(el("span", { class: "meta" }, ` — ${details}`));
-      item.appendChild(el("span", { class: "meta" }, ` (session ${e.sessionId.slice(0, 8)}…)`));
+      item.appendChild(el("time", { datetime: e.recordedAt }, at.toLocaleTimeString()));
+      const failed = e.type === "SignInFailed";
+      const why = failed ? words.failure(e.reason) : words.reason(e.reason);
+      item.appendChild(el("span", { class: "type" }, ` ${why || LABELS[e.type] || e.type}`));
+      const ended = e.type === "SessionRevoked" || e.type === "SessionExpired";
+      const details = [
+        ended ? `by ${words.actor(e.actor, me)}` : null,
+        e.device,
+        e.ip,
+      ].filter(Boolean);
+      if (details.length) item.appendChild(el("span", { class: "meta" }, ` — ${details.join(" · ")}`));
+      // A failed sign-in started no session: its stream is the attempt's own.
+      if (!failed) {
+        const here = e.sessionId === session.session.id ? ", this device" : "";
+        item.appendChild(
+          el("span", { class: "meta session-id" }, ` (session ${words.shortId(e.sessionId)}${here})`),
+        );
+      }
       list.appendChild(item);
     }
     if (!items.length) list.appendChild(el("li", {}, "No activity in the last week."));
     return list;
+  }
+
+  // "3 failed sign-ins from 203.0.113.0/24 since your last visit (last ...)"
+  function failedSignIns(summary) {
+    if (!summary.total) return null;
+    const box = el("div", { class: "failed-sign-ins", role: "alert" });
+    for (const n of summary.networks) {
+      box.appendChild(el("p", {}, window.ledgerWords.failedSignIns(n, summary.since)));
+    }
+    return box;
+  }
+
+  // 1, 2, 5, 10, 20, 50, ...: the smallest such step giving at most ``ticks`` ticks.
+  function niceStep(max, ticks) {
+    for (let base = 1; ; base *= 10) {
+      for (const m of [1, 2, 5]) {
+        if (max / (m * base) <= ticks) return m * base;
+      }
+    }
   }
 
   function chart(counts) {
@@ -78,28 +116,46 @@
     const value = (day, type) =>
       (counts.find((c) => c.day === day && c.type === type) || { count: 0 }).count;
     const max = Math.max(1, ...counts.map((c) => c.count));
-    const width = 560, height = 180, pad = 24, slot = (width - pad * 2) / DAYS;
-    const bar = (slot - 4) / SERIES.length;
-    const root = svg("svg", { viewBox: `0 0 ${width} ${height + 40}`, role: "img", class: "activity-chart" });
-    root.appendChild(svg("title", {}, `Sign-ins, revocations and expiries per day (last ${DAYS} days)`));
-    root.appendChild(svg("text", { x: 0, y: 12, "font-size": 10 }, String(max)));
+    const step = niceStep(max, 4);
+    const top = Math.ceil(max / step) * step;
+    // Plot area inside the margins: a y axis with its scale on the left,
+    // dates under the x axis, the legend at the bottom.
+    const left = 40, right = 8, upper = 16, plot = 170, width = 600;
+    const bottom = upper + plot, slot = (width - left - right) / DAYS;
+    const bar = (slot - 6) / SERIES.length;
+    const y = (n) => bottom - (n / top) * plot;
+    const root = svg("svg", { viewBox: `0 0 ${width} ${bottom + 58}`, role: "img", class: "activity-chart" });
+    root.appendChild(svg("title", {}, `Sign-ins, revocations, expiries and failed sign-ins per day (last ${DAYS} days, UTC)`));
+    root.appendChild(svg("text", { x: 0, y: 10, "font-size": 10, class: "axis-title" }, "events per day (UTC)"));
+    for (let n = 0; n <= top; n += step) {
+      root.appendChild(svg("line", { x1: left, x2: width - right, y1: y(n), y2: y(n), class: "grid" }));
+      root.appendChild(
+        svg("text", { x: left - 6, y: y(n) + 3, "font-size": 10, "text-anchor": "end", class: "tick" }, String(n)),
+      );
+    }
+    root.appendChild(svg("line", { x1: left, x2: left, y1: upper, y2: bottom, class: "axis" }));
+    root.appendChild(svg("line", { x1: left, x2: width - right, y1: bottom, y2: bottom, class: "axis" }));
+    const label = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
     days.forEach((day, i) => {
+      const x = left + i * slot + 3;
       SERIES.forEach((s, j) => {
         const n = value(day, s.type);
-        const h = (n / max) * (height - pad);
-        const rect = svg("rect", {
-          x: pad + i * slot + j * bar, y: height - h, width: bar, height: h, fill: s.color,
-        });
+        const rect = svg("rect", { x: x + j * bar, y: y(n), width: bar, height: bottom - y(n), fill: s.color });
         rect.appendChild(svg("title", {}, `${day}: ${n} ${s.label}`));
         root.appendChild(rect);
       });
-      if (i % 2 === 0) {
-        root.appendChild(svg("text", { x: pad + i * slot, y: height + 14, "font-size": 9 }, day.slice(5)));
+      if ((DAYS - 1 - i) % 2 === 0) {  // every other day, today included
+        const mid = left + (i + 0.5) * slot;
+        root.appendChild(svg("line", { x1: mid, x2: mid, y1: bottom, y2: bottom + 4, class: "axis" }));
+        root.appendChild(
+          svg("text", { x: mid, y: bottom + 16, "font-size": 10, "text-anchor": "middle", class: "tick" },
+            label.format(new Date(`${day}T00:00:00Z`))),
+        );
       }
     });
     SERIES.forEach((s, j) => {
-      root.appendChild(svg("rect", { x: pad + j * 120, y: height + 24, width: 10, height: 10, fill: s.color }));
-      root.appendChild(svg("text", { x: pad + j * 120 + 14, y: height + 33, "font-size": 11 }, s.label));
+      root.appendChild(svg("rect", { x: left + j * 120, y: bottom + 34, width: 10, height: 10, fill: s.color }));
+      root.appendChild(svg("text", { x: left + j * 120 + 14, y: bottom + 43, "font-size": 11 }, s.label));
     });
     return root;
   }
@@ -112,10 +168,13 @@
       box.replaceChildren();
       return;
     }
-    const parts = [el("h2", {}, "Activity")];
+    const parts = [el("h2", {}, "History")];
+    const failed = await get("/audit/failed-sign-ins").catch(() => null);
+    const warning = failed && failedSignIns(failed);
+    if (warning) parts.push(warning);
     try {
       const mine = await get("/audit/activity?since=7d&limit=500");
-      parts.push(timeline(mine.items));
+      parts.push(timeline(mine.items, session));
     } catch (error) {
       parts.push(el("p", { class: "error" }, "Activity is unavailable."));
     }
@@ -130,7 +189,7 @@
     box.replaceChildren(...parts);
   }
 
-  // app.js owns sign-in and the history list; re-render when either changes.
+  // app.js owns sign-in and the sessions table; re-render when either changes.
   let pending = null;
   function schedule() {
     clearTimeout(pending);
@@ -139,10 +198,10 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     const observer = new MutationObserver(schedule);
-    for (const id of ["signed-in", "history"]) {
-      const node = document.getElementById(id);
-      if (node) observer.observe(node, { attributes: true, attributeFilter: ["hidden"], childList: true });
-    }
+    const signedIn = document.getElementById("signed-in");
+    if (signedIn) observer.observe(signedIn, { attributes: true, attributeFilter: ["hidden"] });
+    const sessions = document.querySelector("#sessions tbody");
+    if (sessions) observer.observe(sessions, { childList: true });
     schedule();
   });
 })();

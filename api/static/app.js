@@ -1,10 +1,12 @@
 // The demo page: plain fetch against /api/auth, cookies sent with every call.
+// The history of the sessions is activity.js's.
 "use strict";
 
 const API = "/api/auth";
 const $ = (selector) => document.querySelector(selector);
+const words = window.ledgerWords;
 
-async function call(path, { method = "GET", body } = {}) {
+async function send(path, { method = "GET", body } = {}) {
   const response = await fetch(API + path, {
     method,
     credentials: "include",
@@ -18,13 +20,17 @@ async function call(path, { method = "GET", body } = {}) {
     error.status = response.status;
     throw error;
   }
-  return data;
+  return { data, response };
 }
 
-function say(text, isError = false) {
+async function call(path, options) {
+  return (await send(path, options)).data;
+}
+
+function say(text, kind = "") {
   const box = $("#message");
   box.textContent = text;
-  box.className = isError ? "error" : "";
+  box.className = kind;
   box.hidden = !text;
 }
 
@@ -39,17 +45,6 @@ function cell(row, text) {
   return td;
 }
 
-const EVENT_NAMES = {
-  SessionCreated: "created",
-  SessionRefreshed: "refreshed",
-  SessionRotated: "token rotated",
-  SessionTouched: "active",
-  SessionUpdated: "updated",
-  SessionReauthenticated: "re-authenticated",
-  SessionRevoked: "revoked",
-  SessionExpired: "expired",
-};
-
 async function showSessions() {
   const sessions = await call("/list-sessions");
   const body = $("#sessions tbody");
@@ -59,6 +54,7 @@ async function showSessions() {
     row.dataset.sessionId = s.id;
     if (s.current) row.className = "current";
     cell(row, s.device);
+    cell(row, words.shortId(s.id)).className = "session-id";
     cell(row, s.ipAddress || "unknown");
     cell(row, when(s.lastActive));
     const actions = cell(row, "");
@@ -70,42 +66,34 @@ async function showSessions() {
     actions.appendChild(button);
     body.appendChild(row);
   }
-}
-
-async function showHistory() {
-  const { events } = await call("/session-history?limit=50");
-  const list = $("#history");
-  list.replaceChildren();
-  for (const e of events) {
-    const item = document.createElement("li");
-    const type = document.createElement("span");
-    type.className = "type";
-    type.textContent = EVENT_NAMES[e.type] || e.type;
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    const parts = [when(e.at), "session " + e.sessionId.slice(-8)];
-    if (e.reason) parts.push("reason: " + e.reason);
-    if (e.type === "SessionRevoked" || e.type === "SessionCreated") parts.push("by " + e.actor);
-    if (e.device) parts.push(e.device);
-    if (e.ipAddress) parts.push(e.ipAddress);
-    meta.textContent = " — " + parts.join(" · ");
-    item.append(type, meta);
-    list.appendChild(item);
-  }
+  const others = sessions.filter((s) => !s.current).length;
+  const revokeOthers = $("#revoke-others");
+  revokeOthers.disabled = others === 0;
+  revokeOthers.title = others === 0 ? "No other sessions are signed in." : "";
 }
 
 async function refresh() {
-  const current = await call("/get-session").catch(() => null);
+  let current = null;
+  try {
+    const { data, response } = await send("/get-session");
+    current = data;
+    // A session ended elsewhere: the store says why (the answer also clears
+    // this device's cookies, so this is said once).
+    const ended = response.headers.get("x-session-ended");
+    if (!current && ended) say(words.ended(ended), "notice");
+  } catch (error) {
+    say(error.message, "error");
+  }
   $("#signed-out").hidden = !!current;
   $("#signed-in").hidden = !current;
   if (!current) return;
   $("#user-name").textContent = current.user.name || current.user.email;
   $("#user-email").textContent = current.user.email;
   try {
-    await Promise.all([showSessions(), showHistory()]);
+    await showSessions();
   } catch (error) {
     if (error.status === 401) return refresh();
-    say(error.message, true);
+    say(error.message, "error");
   }
 }
 
@@ -114,7 +102,7 @@ async function revoke(id, isCurrent) {
     await call("/revoke-session", { method: "POST", body: { token: id } });
     say(isCurrent ? "Signed out." : "Session revoked.");
   } catch (error) {
-    say(error.message, true);
+    say(error.message, "error");
   }
   await refresh();
 }
@@ -133,7 +121,7 @@ function onSubmit(selector, path) {
       event.target.reset();
       say("");
     } catch (error) {
-      say(error.message, true);
+      say(error.message, "error");
     }
     await refresh();
   });
@@ -152,7 +140,7 @@ document.addEventListener("DOMContentLoaded", () => {
       await call("/revoke-other-sessions", { method: "POST" });
       say("All other sessions revoked.");
     } catch (error) {
-      say(error.message, true);
+      say(error.message, "error");
     }
     await refresh();
   });

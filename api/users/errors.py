@@ -16,6 +16,11 @@ class UserAlreadyExistsError(UserError):
 class InvalidEmailOrPasswordError(UserError):
     code = "INVALID_EMAIL_OR_PASSWORD"
 
+    def __init__(self, message: str, user_id: str | None = None) -> None:
+        super().__init__(message)
+        #: Whose password was wrong; None for an unknown email (never sent out).
+        self.user_id = user_id
+
 
 class PasswordTooShortError(UserError):
     code = "PASSWORD_TOO_SHORT"
@@ -23,6 +28,10 @@ class PasswordTooShortError(UserError):
 
 class PasswordTooLongError(UserError):
     code = "PASSWORD_TOO_LONG"
+
+
+class PasswordTooWeakError(UserError):
+    code = "PASSWORD_TOO_WEAK"
 
 
 class InvalidEmailError(UserError):

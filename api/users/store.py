@@ -1,8 +1,10 @@
 """SqlUserStore: the built-in :class:`ledger.ports.UserStore` on the ``users``
 and ``accounts`` tables, plus sign-up, sign-in and account linking.
 
-* Passwords: argon2id (argon2-cffi's PasswordHasher defaults: 64 MiB, t=3,
-  p=4), hashed in a worker thread so a sign-in never stalls the event loop.
+* Passwords: argon2id with ``settings.password``'s parameters (OWASP's
+  19 MiB, t=2, p=1 by default), computed in a bounded pool of threads
+  (:mod:`api.users.passwords`); a new password must pass the policy there.
+  A hash made with other parameters is redone at the next sign-in.
 * Emails are stored lower-cased; the unique constraint then makes them unique
   regardless of case.
 * An unknown email costs one argon2 verification against a dummy hash, so
@@ -18,7 +20,7 @@ and ``accounts`` tables, plus sign-up, sign-in and account linking.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +29,6 @@ from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -40,24 +41,25 @@ from api.users.errors import (
     InvalidEmailError,
     InvalidEmailOrPasswordError,
     InvalidUserInputError,
-    PasswordTooLongError,
-    PasswordTooShortError,
     UserAlreadyExistsError,
     UserNotFoundError,
 )
 from api.users.memo import USERS_CHANNEL, UserMemo
+from api.users.passwords import BoundedHashing, PasswordPolicy, hasher_for
 from api.users.schema import accounts, users
 from ledger.clock import Clock, SystemClock, utc
+from ledger.config import PasswordSettings
 from ledger.db import read_standalone, retry_stale, row_decoder
+from ledger.errors import ServerBusyError
 from ledger.ports import ProviderAccount, UserRecord
 
-MIN_PASSWORD = 8
-MAX_PASSWORD = 128
 MAX_NAME = 256
 MAX_EMAIL = 320
 MAX_IMAGE = 2048
 MAX_ROLE = 64
-_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}")
+#: One rule for every way in (HTTP sign-up, ``users create``): a local part,
+#: ``@``, a dotted domain (a one-letter top-level label included: ``a@b.c``).
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]+")
 
 
 def _printable(text: str) -> bool:
@@ -72,13 +74,6 @@ def normalise_email(email: str) -> str:
     return email
 
 
-def check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise PasswordTooShortError(f"password must be at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise PasswordTooLongError(f"password must be at most {MAX_PASSWORD} characters")
-
-
 _USER_COLUMNS = ", ".join(c.name for c in users.columns)
 _USER_BY_ID_PG = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = $1"  # noqa: S608
 _USER_BY_ID_SQLITE = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = ?"  # noqa: S608
@@ -91,10 +86,14 @@ class SqlUserStore:
     engine: AsyncEngine
     tokens: TokenBox
     clock: Clock = field(default_factory=SystemClock)
-    hasher: PasswordHasher = field(default_factory=PasswordHasher)
+    #: None: argon2id with ``password``'s parameters.
+    hasher: PasswordHasher | None = None
+    password: PasswordSettings = field(default_factory=PasswordSettings)
 
     def __post_init__(self) -> None:
         self._dummy_hash: str | None = None
+        self.policy = PasswordPolicy(self.password)
+        self.hashing = BoundedHashing(self.hasher or hasher_for(self.password), self.password)
         dialect = self.engine.dialect
         #: Not live until a change feed attaches to it (api.revocations).
         self.memo = UserMemo()
@@ -141,9 +140,35 @@ class SqlUserStore:
 
     # ------------------------------------------------------------- users
 
+    async def id_for_email(self, email: str) -> str | None:
+        """The id of the user with this email as typed; None for none, and
+        for input no email can be (too long, control characters)."""
+        if len(email) > MAX_EMAIL or not _printable(email):
+            return None
+        row = await self._row_by_email(email.strip().lower())
+        return None if row is None else str(row._mapping["id"])
+
     async def get_by_email(self, email: str) -> UserRecord | None:
         row = await self._row_by_email(email.strip().lower())
         return None if row is None else _user(row)
+
+    async def find_user(self, email_or_id: str) -> UserRecord | None:
+        """The user with this email (any case) or this id."""
+        key = email_or_id.strip()
+        query = select(users).where((users.c.email == key.lower()) | (users.c.id == key))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _user(row)
+
+    async def find_users(self, pattern: str | None = None, *, limit: int = 100) -> list[UserRecord]:
+        """Users by email, in email order: all, or those whose email matches
+        ``pattern`` (``*`` and ``?`` wildcards; without any, a substring)."""
+        query = select(users).order_by(users.c.email).limit(limit)
+        if pattern:
+            like = _like(pattern.strip().lower())
+            query = query.where(users.c.email.like(like, escape="\\"))
+        async with self.engine.connect() as conn:
+            return [_user(row) for row in await conn.execute(query)]
 
     async def create_user(
         self,
@@ -172,8 +197,14 @@ class SqlUserStore:
             raise InvalidUserInputError(f"roles must be 1-{MAX_ROLE} characters each")
         password_hash = None
         if password is not None:
-            check_password(password)
-            password_hash = await asyncio.to_thread(self.hasher.hash, password)
+            secret = password
+
+            def checked_hash() -> str:
+                # zxcvbn is CPU work too: in the same bounded pool.
+                self.policy.check(secret, email=email, name=name)
+                return self.hashing.hasher.hash(secret)
+
+            password_hash = await self.hashing.run(checked_hash)
         now = self.clock.now()
         row = {
             "id": str(uuid7()),
@@ -194,20 +225,42 @@ class SqlUserStore:
         return _user_from_mapping(row)
 
     async def authenticate(self, email: str, password: str) -> UserRecord:
-        """The user with this email and password, or InvalidEmailOrPasswordError."""
-        wrong = InvalidEmailOrPasswordError("invalid email or password")
+        """The user with this email and password, or InvalidEmailOrPasswordError
+        (its ``user_id`` says whose password was wrong, None for an unknown
+        email). ServerBusyError when password hashing is saturated."""
         row = None
-        if len(email) <= MAX_EMAIL and len(password) <= MAX_PASSWORD and _printable(email):
+        if (
+            len(email) <= MAX_EMAIL
+            and len(password) <= self.password.max_length
+            and _printable(email)
+        ):
             row = await self._row_by_email(email.strip().lower())
         stored = row._mapping["password_hash"] if row is not None else None
+        user_id = row._mapping["id"] if row is not None else None
         if stored is None:
             # Same work as a real check, so timing does not tell whether the email exists.
-            await asyncio.to_thread(self._verify, await self._dummy(), password)
-            raise wrong
-        if not await asyncio.to_thread(self._verify, stored, password):
-            raise wrong
+            await self.hashing.verify(await self._dummy(), password)
+            raise InvalidEmailOrPasswordError("invalid email or password", user_id)
+        if not await self.hashing.verify(stored, password):
+            raise InvalidEmailOrPasswordError("invalid email or password", user_id)
         assert row is not None
+        if self.hashing.needs_rehash(stored):
+            await self._rehash(row._mapping["id"], stored, password)
         return _user(row)
+
+    async def _rehash(self, user_id: str, stored: str, password: str) -> None:
+        """Hash again with the current parameters (they changed since this
+        hash was made). Best effort: when hashing is busy the sign-in still
+        succeeds, and the next one tries again. Compare-and-set, so a
+        password changed meanwhile is never overwritten."""
+        with contextlib.suppress(ServerBusyError):
+            fresh = await self.hashing.hash(password)
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == user_id, users.c.password_hash == stored)
+                    .values(password_hash=fresh)
+                )
 
     async def set_roles(self, user_id: str, roles: Sequence[str]) -> None:
         async with self.engine.begin() as conn:
@@ -280,16 +333,13 @@ class SqlUserStore:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(users).where(users.c.email == email))).first()
 
-    def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return self.hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(self.hasher.hash, "dummy-password-0")
+            self._dummy_hash = await self.hashing.hash("dummy-password-0")
         return self._dummy_hash
+
+    def close(self) -> None:
+        self.hashing.close()
 
     def _account(self, row: Row[Any]) -> ProviderAccount:
         m = row._mapping
@@ -303,6 +353,14 @@ class SqlUserStore:
             scope=m["scope"],
             expires_at=m["expires_at"],
         )
+
+
+def _like(pattern: str) -> str:
+    """A LIKE pattern for a shell-style one (a bare word: contains it)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if "*" not in pattern and "?" not in pattern:
+        return f"%{escaped}%"
+    return escaped.replace("*", "%").replace("?", "_")
 
 
 def _user(row: Row[Any]) -> UserRecord:

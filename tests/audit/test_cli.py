@@ -95,9 +95,52 @@ def test_session_history_as_csv(populated: Ledger) -> None:
 def test_table_format_is_a_rich_table(populated: Ledger) -> None:
     result = cli(populated, "audit", "session", populated.sessions[1])
     assert result.exit_code == 0, result.output
-    assert "session_id" in result.stdout
-    assert populated.sessions[1] in result.stdout
+    assert "session" in result.stdout.splitlines()[1]  # the header
+    assert populated.sessions[1] in result.stdout  # wide: ids in full
     assert "2 row(s)" in result.stderr
+
+
+CHROME_MAC = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+async def _long_user_agents(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        ledger = make_ledger(engine, ManualClock(T0), SessionPolicy())
+        ids = []
+        for _ in range(3):
+            view, _token = await ledger.create_session(
+                "carol", RequestContext(ip="2001:db8::1234:5678", user_agent=CHROME_MAC * 3)
+            )
+            ids.append(view.id)
+        return ids
+    finally:
+        await engine.dispose()
+
+
+def test_tables_fit_80_columns_and_json_keeps_full_values(populated: Ledger) -> None:
+    ids = asyncio.run(_long_user_agents(populated.url))
+    narrow = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app, ["audit", "user", "carol", "--database-url", populated.url]
+    )
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    rows = [line for line in lines if "Created" in line]
+    assert len(rows) == 3  # one line per event, not a user agent wrapped over many
+    assert all("Chrome 120" in row and "Mozilla" not in row for row in rows)  # parsed, cut
+    assert {row.split()[2] for row in rows} == {i[-8:] for i in ids}  # the random tails
+    wide = CliRunner(env={"COLUMNS": "120"}).invoke(
+        app, ["audit", "user", "carol", "--database-url", populated.url]
+    )
+    assert wide.stdout.count("Chrome 120 on Mac OS X") == 3
+    assert all(len(line) <= 120 for line in wide.stdout.splitlines())
+    as_json = cli(populated, "audit", "user", "carol", "-f", "json")
+    assert [r["userAgent"] for r in json.loads(as_json.stdout)] == [CHROME_MAC * 3] * 3
+    assert [r["sessionId"] for r in json.loads(as_json.stdout)] == ids
 
 
 def test_pagination_with_limit_and_after(populated: Ledger) -> None:

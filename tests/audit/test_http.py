@@ -119,6 +119,18 @@ async def test_own_activity(service: Service, clock: ManualClock) -> None:
     activity = (await service.client.get("/api/auth/audit/activity")).json()
     assert {e["userId"] for e in activity["items"]} == {ada}
     assert activity["items"][0]["type"] == "SessionCreated"
+    # Events that saw a user agent name the device, as the sessions list does.
+    assert activity["items"][0]["device"] == "Unknown device"  # "pytest-browser": nothing known
+    chrome = service.new_client(**{"user-agent": CHROME})
+    await service.sign_in(client=chrome)
+    mine = (await chrome.get("/api/auth/audit/activity")).json()["items"]
+    assert mine[-1]["device"] == "Chrome 120 on Mac OS X"
+
+
+CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 
 
 async def test_own_activity_with_an_overflowing_age_is_400(service: Service) -> None:

@@ -47,9 +47,10 @@ def chromium() -> Path:
 
 @contextmanager
 def running_server(
-    workdir: Path, env: dict[str, str], port: int, wait_for: str
+    workdir: Path, env: dict[str, str], port: int, wait_for: str, *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``session-ledger serve`` in a subprocess until the block ends (the process)."""
+    """``session-ledger serve`` in a subprocess until the block ends (yields the
+    process; ``args``: more of serve's options)."""
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -59,6 +60,7 @@ def running_server(
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         cwd=workdir,
         env=env,
@@ -86,14 +88,25 @@ def running_server(
         log.close()
 
 
+def e2e_database(tmp_path: Path) -> str:
+    """The SQLite file a test's server serves from."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+
+
 def server_env(tmp_path: Path, base: str) -> dict[str, str]:
     return {
         **os.environ,
         "SESSION_LEDGER_ENVIRONMENT": "test",
-        "SESSION_LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+        "SESSION_LEDGER_DATABASE_URL": e2e_database(tmp_path),
         "SESSION_LEDGER_BASE_URL": base,
         "SESSION_LEDGER_SECRETS": '["e2e-secret-0123456789abcdef0123456789"]',
     }
+
+
+@pytest.fixture
+def server_database(tmp_path: Path) -> str:
+    """The database ``server`` serves from."""
+    return e2e_database(tmp_path)
 
 
 @pytest.fixture

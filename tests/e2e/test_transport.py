@@ -49,7 +49,7 @@ def test_x_forwarded_for_from_loopback_is_not_trusted_by_default(
     with httpx.Client(base_url=server, headers={"origin": server}) as client:
         signed_up = client.post(
             "/api/auth/sign-up/email",
-            json={"email": "ada@example.com", "password": "password123"},
+            json={"email": "ada@example.com", "password": "correct horse battery"},
             headers={"x-forwarded-for": "203.0.113.66", "x-real-ip": "203.0.113.67"},
         )
         assert signed_up.status_code == 200, signed_up.text

@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.scenarios import Rig, rig
+from tests.support import profile
+from tests.support.scenarios import Rig, Timing, rig
 
 
 @pytest.fixture(scope="package")
 async def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    async with rig(tmp_path_factory.mktemp("faults")) as started:
+    # The full profile (--slow) holds every phase longer.
+    timing = Timing(before=1.5, hold=2.5, after=1.5) if profile.full() else Timing()
+    async with rig(tmp_path_factory.mktemp("faults"), timing) as started:
         yield started

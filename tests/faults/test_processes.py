@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from tests.support import profile
 from tests.support.deployment import wait_until
 from tests.support.faults import assert_clean, describe, short_sessions
 from tests.support.scenarios import (
@@ -73,7 +74,7 @@ async def test_expiry_sweep_under_traffic_answers_null_never_503(fault_rig: Rig)
 
 
 async def test_worker_leader_killed_mid_sweep(fault_rig: Rig) -> None:
-    outcome = await worker_leader_killed(fault_rig)
+    outcome = await worker_leader_killed(fault_rig, sessions=profile.pick(1000, 3000))
     print(describe(outcome))
     assert_clean(outcome)
     assert outcome.notes["expired once"] == 1.0  # none expired twice, none missed

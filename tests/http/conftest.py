@@ -132,7 +132,9 @@ async def build_container(url: str, clock: Clock, **overrides: Any) -> Container
     settings = make_settings(url, **overrides)
     engine = make_engine(url)
     key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-    users = SqlUserStore(engine, TokenBox(key), clock=clock, hasher=CHEAP_HASHER)
+    users = SqlUserStore(
+        engine, TokenBox(key), clock=clock, hasher=CHEAP_HASHER, password=settings.password
+    )
     return await build(settings, clock=clock, users=users, engine=engine)
 
 

@@ -1,7 +1,8 @@
 """Fuzzing the OpenAPI schema with schemathesis, in-process (ASGI): positive
 and negative inputs for every operation, signed in and not. No 5xx, ever,
 and every error is ``{code, message}``. Bounded: 30 examples per operation
-and mode.
+and mode
+(8 in the default test profile).
 
 (Driven through hypothesis directly: schemathesis' pytest plugin does not
 yet run under pytest 9.)
@@ -32,8 +33,9 @@ from ledger.clock import SystemClock
 from ledger.config import Settings
 from ledger.db import make_engine
 from tests.http.conftest import BASE_URL, PASSWORD, build_container, make_settings
+from tests.support import profile
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = profile.pick(8, 30)
 
 
 def errors_have_code_and_message(ctx: Any, response: Any, case: Any) -> bool | None:

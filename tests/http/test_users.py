@@ -38,7 +38,8 @@ async def test_passwords_are_argon2id_with_production_parameters(
     async with pg_engine.connect() as conn:
         row = (await conn.execute(select(users).where(users.c.id == user.id))).one()
     assert row.email == "grace@example.com"
-    assert row.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    # OWASP's first recommended argon2id set (settings.password).
+    assert row.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert (await store.authenticate("GRACE@example.com", PASSWORD)).id == user.id
     with pytest.raises(InvalidEmailOrPasswordError):
         await store.authenticate("grace@example.com", "wrong password")

@@ -14,7 +14,6 @@ from ledger.db import make_engine
 from ledger.service import SessionLedger
 from ledger.store import EventStore
 from projections.session_table import SessionTableProjection, SqlSessionReadModel
-from tests.support.redis import free_port
 
 runner = CliRunner()
 
@@ -73,13 +72,3 @@ def test_verify_and_replay_exit_codes(cli_db: str) -> None:
 def test_bad_arguments_exit_2_and_write_nothing(cli_db: str, args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-
-
-def test_an_unreachable_database_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    monkeypatch.setenv("SESSION_LEDGER_DATABASE_URL", nowhere)
-    monkeypatch.delenv("SESSION_LEDGER_REDIS__URL", raising=False)
-    result = runner.invoke(app, ["verify", "--projections"])
-    assert result.exit_code == 2
-    assert "database unavailable" in result.output
-    assert "Traceback" not in result.output

@@ -12,10 +12,13 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.attempts import SignInAttempts
 from ledger.clock import ManualClock
 from ledger.config import SessionPolicy
 from ledger.db import make_engine
 from ledger.errors import LedgerError
+from ledger.events import SignInFailure
+from ledger.service import RequestContext
 from projections.replay import replay_redis, replay_table
 from projections.verify import verify_redis, verify_table
 from tests.projections.conftest import make_harness
@@ -34,6 +37,7 @@ OPS = st.one_of(
     st.tuples(st.just("reauth"), SESSION),
     st.tuples(st.just("revoke_all"), USERS),
     st.tuples(st.just("revoke_others"), SESSION),
+    st.tuples(st.just("failed_sign_in"), USERS, st.sampled_from([None, "203.0.113.5"])),
 )
 
 
@@ -46,13 +50,22 @@ async def run_history(
     client: Any = aioredis.from_url(redis_url)
     try:
         h = await make_harness(engine, client, prefix, clock, policy=POLICY)
+        attempts = SignInAttempts(h.store, "property-secret", clock)
         run = secrets.token_hex(3)
         tokens: list[str] = []
         owners: list[tuple[str, str]] = []  # (user id, session id)
         for op in ops:
             kind = op[0]
             try:
-                if kind == "create":
+                if kind == "failed_sign_in":
+                    # Not a session: every projection must leave it out.
+                    await attempts.record_failure(
+                        SignInFailure.WRONG_PASSWORD,
+                        f"u{op[1]}@example.com",
+                        RequestContext(ip=op[2]),
+                        user_id=f"{run}-u{op[1]}",
+                    )
+                elif kind == "create":
                     user = f"{run}-u{op[1]}"
                     view, token = await h.ledger.create_session(user, remember_me=op[2])
                     tokens.append(token)

@@ -14,7 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.attempts import SignInAttempts
 from ledger.clock import ManualClock
+from ledger.events import SignInFailure
+from ledger.service import RequestContext
 from ledger.tokens import hash_token
 from projections.verify import verify_redis
 from tests.projections.conftest import Harness, make_harness
@@ -33,6 +36,22 @@ async def test_run_once_catches_up_missed_writes(harness: Harness) -> None:
     assert await harness.runner.checkpoint() == await harness.store.head()
     for token in tokens:
         assert await harness.cache.by_token_hash(hash_token(token)) is not None
+
+
+async def test_failed_sign_ins_pass_through_the_runner(harness: Harness) -> None:
+    """SignInFailed streams are no sessions: the runner steps over them (a
+    batch of nothing but attempts too) and its checkpoint still reaches the head."""
+    harness.store.after_commit.clear()
+    attempts = SignInAttempts(harness.store, "runner-secret", harness.clock)
+    ctx = RequestContext(ip="203.0.113.9")
+    _, token = await harness.ledger.create_session("u1")
+    for _ in range(60):  # more than one runner batch (50) of attempts alone
+        await attempts.record_failure(SignInFailure.UNKNOWN_EMAIL, "x@example.com", ctx)
+    await harness.ledger.create_session("u2")
+    assert await harness.runner.run_once() == await harness.store.head()
+    assert await harness.runner.checkpoint() == await harness.store.head()
+    assert await verify_redis(harness.engine, harness.cache, clock=harness.clock) == []
+    assert await harness.cache.by_token_hash(hash_token(token)) is not None
 
 
 async def test_missing_checkpoint_rebuilds_from_zero(harness: Harness) -> None:

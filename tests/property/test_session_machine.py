@@ -23,12 +23,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from ledger.config import SessionPolicy
 from ledger.errors import (
     InvalidCommandError,
+    InvalidTransitionError,
     SessionAlreadyExistsError,
     SessionEndedError,
     SessionError,
     SessionNotFoundError,
 )
-from ledger.events import Event, RevocationReason
+from ledger.events import Event, RevocationReason, SignInFailed, SignInFailure
 from ledger.session import (
     Command,
     CreateSession,
@@ -423,6 +424,19 @@ class SessionMachine(RuleBasedStateMachine):
             m.end("revoked", reason.value)
             assert self.state is not None
             assert self.state.ended_by == actor
+
+    @rule(reason=st.sampled_from(list(SignInFailure)), ip=IPS)
+    def failed_sign_in_never_applies_to_a_session(
+        self, reason: SignInFailure, ip: str | None
+    ) -> None:
+        """A SignInFailed (the other event of the ledger) is refused by every
+        session state, before or after any session event: its stream can
+        never be folded into a session."""
+        failed = SignInFailed(
+            attempted_at=self.now, reason=reason, email_key="0" * 64, ip=ip, user_agent=None
+        )
+        with pytest.raises(InvalidTransitionError, match="SignInFailed"):
+            evolve(self.state, failed)
 
     @rule()
     def expire(self) -> None:

@@ -21,13 +21,16 @@ from hypothesis.stateful import (
     rule,
 )
 
+from ledger.attempts import SignInAttempts
+from ledger.audit import AuditLog
 from ledger.clock import ManualClock
 from ledger.config import SessionPolicy
 from ledger.db import make_engine
-from ledger.events import RevocationReason
-from ledger.service import SessionLedger
+from ledger.events import RevocationReason, SignInFailure
+from ledger.service import RequestContext, SessionLedger
 from ledger.session import SessionStatus, fold
 from tests.service.conftest import make_ledger
+from tests.support import profile
 
 T = TypeVar("T")
 POLICY = SessionPolicy(
@@ -69,6 +72,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.users = [f"alice-{suffix}", f"bob-{suffix}"]
         self.expected: dict[str, Expected] = {}
         self.last_expires: dict[str, datetime] = {}
+        # Failed sign-ins go into the same ledger, interleaved with sessions.
+        self.attempts = SignInAttempts(self.ledger.store, "machine-secret-" + suffix, self.clock)
+        self.failed: dict[str | None, int] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -199,7 +205,27 @@ class LedgerMachine(RuleBasedStateMachine):
                 # Revoking a session whose expiry is due records the expiry.
                 x.status = "revoked" if now < x.expires_at else "expired"
 
+    @rule(
+        user_index=st.sampled_from([*USERS, None]),
+        reason=st.sampled_from(list(SignInFailure)),
+        ip=st.sampled_from([None, "203.0.113.9", "2001:db8::7"]),
+    )
+    def failed_sign_in(self, user_index: int | None, reason: SignInFailure, ip: str | None) -> None:
+        """A failed sign-in: a stream of its own, which no session rule may see."""
+        user = None if user_index is None else self.users[user_index]
+        email = f"{user or 'nobody'}@example.com"
+        self.run(self.attempts.record_failure(reason, email, RequestContext(ip=ip), user_id=user))
+        self.failed[user] = self.failed.get(user, 0) + 1
+
     # ------------------------------------------------------- invariants
+
+    @invariant()
+    def failed_sign_ins_are_recorded_per_account(self) -> None:
+        audit = AuditLog(self.engine)
+        for user in self.users:
+            page = self.run(audit.sign_in_attempts(user_id=user, limit=1000))
+            assert len(page.items) == self.failed.get(user, 0)
+            assert all(e.type == "SignInFailed" and e.user_id == user for e in page.items)
 
     @invariant()
     def stored_state_is_the_fold_of_the_events_and_matches_the_model(self) -> None:
@@ -236,7 +262,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 MACHINE_SETTINGS = settings(
-    max_examples=15,
+    max_examples=profile.pick(5, 15),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

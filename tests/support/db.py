@@ -73,7 +73,11 @@ class PgServer:
         url = url or pg_server_url()
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, timeout=10)
+            # All four connections up front: the copies made in the background
+            # (TemplateCopies) must not connect while a synchronous test (the
+            # schemathesis runs, tens of seconds under --slow) holds the event
+            # loop, or the connect's 10 s timeout expires meanwhile.
+            pool = await asyncpg.create_pool(dsn, min_size=4, max_size=4, timeout=10)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise ServiceUnavailableError(
                 f"PostgreSQL test server unreachable at "

@@ -1,5 +1,5 @@
 """Real ``session-ledger worker`` processes on one PostgreSQL database:
-two at once, and one killed with SIGKILL half-way."""
+two at once, the leader killed with SIGKILL half-way."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ledger.clock import ManualClock
 from ledger.events import TERMINAL_EVENT_TYPES
 from ledger.schema import events as events_table
 from projections.schema import sessions
+from tests.support import profile
 from tests.support.chain import raw_rows, verify_chain
 from tests.workers.conftest import create_sessions, expired_counts, make_store, terminal_counts
 from workers.health import latest_by_job, read_health
@@ -29,7 +30,10 @@ from workers.health import latest_by_job, read_health
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).parent / "session-ledger")
-DUE = 10_000
+#: Sessions to expire, and per batch: enough batches that a worker can be
+#: killed half-way and two workers interleave.
+DUE = profile.pick(2_000, 10_000)
+BATCH = profile.pick(50, 200)
 LIVE = 500
 #: Bound on waiting for the workers (they need a few seconds).
 DEADLINE = 180.0
@@ -41,7 +45,7 @@ class Workers:
         self.env |= {
             "SESSION_LEDGER_DATABASE_URL": pg_url,
             "SESSION_LEDGER_WORKER__EXPIRY_INTERVAL": "1",
-            "SESSION_LEDGER_WORKER__EXPIRY_BATCH_SIZE": "200",
+            "SESSION_LEDGER_WORKER__EXPIRY_BATCH_SIZE": str(BATCH),
         }
         self.workdir = workdir
         self.procs: list[subprocess.Popen[str]] = []
@@ -119,53 +123,35 @@ async def _assert_exactly_once(engine: AsyncEngine, due: set[str]) -> None:
     assert verify_chain(await raw_rows(engine)) == []
 
 
-async def test_two_worker_processes_expire_each_session_exactly_once(
+async def test_two_workers_expire_each_session_once_and_survive_the_leader_s_kill(
     workers: Workers, pg_engine: AsyncEngine
 ) -> None:
+    """Two worker processes at once; the leader is killed with SIGKILL half-way
+    through; the standby takes over, and every due session expires once."""
     due = await _populate(pg_engine)
     procs = [workers.start(), workers.start()]
-    await _wait_for(pg_engine, DUE, procs)
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        assert proc.wait(timeout=30) == 0  # graceful: SIGTERM is a clean exit
-
-    await _assert_exactly_once(pg_engine, due)
-    for n in range(2):
-        assert any(line["event"] == "worker.stopped" for line in workers.log(n))
-    sweeps = [
-        line
-        for n in range(2)
-        for line in workers.log(n)
-        if line["event"] == "expiry.sweep" and line["expired"]
-    ]
-    assert sum(int(str(line["expired"])) for line in sweeps) == DUE
-    health = latest_by_job(await read_health(pg_engine))
-    assert health["expiry"].last_success_at is not None
-
-
-async def test_a_worker_killed_mid_sweep_is_finished_by_the_next(
-    workers: Workers, pg_engine: AsyncEngine
-) -> None:
-    due = await _populate(pg_engine)
-    first = workers.start()
     deadline = time.monotonic() + DEADLINE
-    while await _expired_total(pg_engine) < 500:
-        assert first.poll() is None
+    while await _expired_total(pg_engine) < DUE // 20:
+        assert all(proc.poll() is None for proc in procs)
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    first.send_signal(signal.SIGKILL)  # no chance to finish anything
-    first.wait()
+    leaders = [n for n in range(2) if any(e["event"] == "leader.acquired" for e in workers.log(n))]
+    assert len(leaders) == 1, "exactly one worker leads"
+    leader, standby = procs[leaders[0]], procs[1 - leaders[0]]
+    leader.send_signal(signal.SIGKILL)  # no chance to finish anything
+    leader.wait()
     at_kill = await _expired_total(pg_engine)
-    assert at_kill < DUE, "the first worker finished before it could be killed"
+    assert at_kill < DUE, "the leader finished before it could be killed"
 
-    # The dead worker's connection (and its leader lock) is gone: the next
-    # worker becomes leader and expires the rest.
-    second = workers.start()
-    await _wait_for(pg_engine, DUE, [second])
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(timeout=30) == 0
+    # The dead leader's connection (and its lock) is gone: the standby leads
+    # and expires the rest.
+    await _wait_for(pg_engine, DUE, [standby])
+    standby.send_signal(signal.SIGTERM)
+    assert standby.wait(timeout=30) == 0  # graceful: SIGTERM is a clean exit
+    assert any(e["event"] == "worker.stopped" for e in workers.log(1 - leaders[0]))
     await _assert_exactly_once(pg_engine, due)
+    health = latest_by_job(await read_health(pg_engine))
+    assert health["expiry"].last_success_at is not None
 
 
 async def test_worker_once_reports_and_exits(workers: Workers, pg_engine: AsyncEngine) -> None:
