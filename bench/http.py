@@ -110,6 +110,16 @@ def served_by_redis(base: str, cookies: dict[str, str], client: redis.Redis) -> 
     return evalsha_calls(client) - before >= 20
 
 
+def wait_served_by_redis(base: str, cookies: dict[str, str], redis_url: str) -> None:
+    """Until the store path is answered from Redis (the projector, started
+    beside the service, has written the checkpoint that vouches for it)."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 60
+    while not served_by_redis(base, cookies, client):
+        assert time.monotonic() < deadline, "the store path is not served by Redis"
+        time.sleep(0.5)
+
+
 @dataclass
 class Backend:
     name: str
@@ -145,11 +155,7 @@ def start(stack: ExitStack, backend: str) -> Backend:
     check(base, cookies, STORE_PATH, "store")
     check(base, cookies, "/api/auth/get-session", "cookie-cache")
     if "redis" in backend:
-        client = redis.Redis.from_url(REDIS_URL)
-        deadline = time.monotonic() + 60
-        while not served_by_redis(base, cookies, client):
-            assert time.monotonic() < deadline, "the store path is not served by Redis"
-            time.sleep(0.5)
+        wait_served_by_redis(base, cookies, REDIS_URL)
     return Backend(backend, base, cookies)
 
 

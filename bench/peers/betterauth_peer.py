@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.http import Result, wrk
+from bench.http import Result, wait_served_by_redis, wrk
 from bench.peers.harness import Comparison, Measured
 from bench.peers.pairs import HTTP_TARGET, PG, PG_REDIS, SQLITE
 from bench.peers.workload import backends, redis_url
-from bench.server import PASSWORD, SECRET, cookie_header, free_port, running, service
+from bench.server import PASSWORD, SECRET, cookie_header, free_port, running, service, worker
 
 APP_DIR = Path(__file__).resolve().parent / "betterauth"
 GET_SESSION = "/api/auth/get-session"
@@ -133,12 +133,18 @@ def compare(
             env["SESSION_LEDGER_REDIS__URL"] = redis_url()
             env["SESSION_LEDGER_REDIS__PREFIX"] = ours_where.redis_prefix
         ours_base = stack.enter_context(service(ours_where.database_url, **env))
+        if config.redis:
+            # The projector's checkpoint, without which no service believes
+            # Redis (projections.freshness).
+            stack.enter_context(worker(ours_where.database_url, "--only", "projector", **env))
         their_base = stack.enter_context(
             betterauth(config, their_where.database_url, their_where.redis_prefix)
         )
         email = f"bench-{secrets.token_hex(4)}@example.com"
         cookies = {"ours": sign_up(ours_base, email), "theirs": sign_up(their_base, email)}
         bases = {"ours": ours_base, "theirs": their_base}
+        if config.redis:
+            wait_served_by_redis(ours_base, cookies["ours"], redis_url())
         for side in ("ours", "theirs"):
             check_signed_in(bases[side], cookies[side])
             # Warm up off the clock (connections, JIT, caches).
