@@ -20,22 +20,22 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.audit_routes import audit_router
-from api.bootstrap import Container, build
-from api.deps import STATE_KEY, Auth
-from api.errors import UnhandledErrors, install_error_handlers
-from api.metrics import METRICS_PORT_ENV
-from api.middleware import (
+from session_ledger.api.audit_routes import audit_router
+from session_ledger.api.bootstrap import Container, build
+from session_ledger.api.deps import STATE_KEY, Auth
+from session_ledger.api.errors import UnhandledErrors, install_error_handlers
+from session_ledger.api.metrics import METRICS_PORT_ENV
+from session_ledger.api.middleware import (
     PAGE_CSP,
     LimitsMiddleware,
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
     SessionCookieMiddleware,
 )
-from api.routes import health_router, router
-from ledger.clock import Clock
-from ledger.config import Settings, load_settings
-from ledger.errors import ConfigError
+from session_ledger.api.routes import health_router, router
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.config import Settings, load_settings
+from session_ledger.ledger.errors import ConfigError
 
 STATIC = Path(__file__).parent / "static"
 

@@ -22,12 +22,12 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import StoreSession, require_admin
-from api.errors import ApiError
-from api.routes.common import AuthDep, errors, respond
-from ledger.audit import MAX_LIMIT, AuditLog, Page, parse_instant
-from ledger.devices import describe_device
-from ledger.integrity import latest_digest
+from session_ledger.api.deps import StoreSession, require_admin
+from session_ledger.api.errors import ApiError
+from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.audit import MAX_LIMIT, AuditLog, Page, parse_instant
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.integrity import latest_digest
 
 Since = Annotated[str | None, Query(description="ISO 8601, 'now', or an age like 7d")]
 Until = Annotated[str | None, Query(description="exclusive upper bound; as since")]

@@ -8,22 +8,22 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.revocations import PgRevocationNotifier
-from api.users.crypto import TokenBox
-from api.users.store import SqlUserStore
-from ledger.clock import Clock, SystemClock
-from ledger.config import Settings
-from ledger.db import make_engine
-from ledger.ports import SessionReadModel, UserStore
-from ledger.service import SessionCallback, SessionLedger
-from ledger.store import EventStore
-from migrations import upgrade
-from projections.audit_ips import AuditIpProjection
-from projections.cached_read_model import CachedSessionReadModel
-from projections.freshness import CacheFreshness
-from projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from projections.runner import NotifyOnAppend, ProjectionRunner
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.api.revocations import PgRevocationNotifier
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.clock import Clock, SystemClock
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.ports import SessionReadModel, UserStore
+from session_ledger.ledger.service import SessionCallback, SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.migrations import upgrade
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.cached_read_model import CachedSessionReadModel
+from session_ledger.projections.freshness import CacheFreshness
+from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 
 @dataclass

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from api.cookies import CookieJar
-from ledger.tokens import Signer, b64url_decode, b64url_encode
+from session_ledger.api.cookies import CookieJar
+from session_ledger.ledger.tokens import Signer, b64url_decode, b64url_encode
 
 VERSION = "1"
 CHUNK_SIZE = 3800

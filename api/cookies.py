@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ledger.config import Settings
-from ledger.tokens import Signer
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.tokens import Signer
 
 SECURE_PREFIX = "__Secure-"
 HOST_PREFIX = "__Host-"

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
-from api.errors import ApiError
-from api.urls import origin_of
+from session_ledger.api.errors import ApiError
+from session_ledger.api.urls import origin_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _EXEMPT = "__session_ledger_csrf_exempt__"

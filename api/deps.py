@@ -31,24 +31,24 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from api.bootstrap import Container
-from api.client_ip import ClientIp
-from api.cookie_cache import CachedSession, CookieCache
-from api.cookies import CookieJar
-from api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
-from api.errors import ApiError
-from api.metrics import ServiceMetrics
-from api.rate_limit import RateLimiter
-from api.revocations import RevocationFeed
-from api.sign_in_guard import SignInGuard
-from api.signing_secrets import signing_secrets
-from api.users.store import SqlUserStore
-from api.validated_sessions import ValidatedSessions
-from ledger.attempts import SignInAttempts
-from ledger.clock import Clock
-from ledger.config import Settings
-from ledger.service import Payload, RequestContext, SessionLedger, SessionView
-from ledger.tokens import Signer, tokens_equal
+from session_ledger.api.bootstrap import Container
+from session_ledger.api.client_ip import ClientIp
+from session_ledger.api.cookie_cache import CachedSession, CookieCache
+from session_ledger.api.cookies import CookieJar
+from session_ledger.api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
+from session_ledger.api.errors import ApiError
+from session_ledger.api.metrics import ServiceMetrics
+from session_ledger.api.rate_limit import RateLimiter
+from session_ledger.api.revocations import RevocationFeed
+from session_ledger.api.sign_in_guard import SignInGuard
+from session_ledger.api.signing_secrets import signing_secrets
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.api.validated_sessions import ValidatedSessions
+from session_ledger.ledger.attempts import SignInAttempts
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
+from session_ledger.ledger.tokens import Signer, tokens_equal
 
 STATE_KEY = "session_ledger"
 PENDING_KEY = "session_ledger_pending"

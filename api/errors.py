@@ -34,8 +34,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.db import unavailable
-from ledger.errors import LedgerError, RetryLaterError
+from session_ledger.ledger.db import unavailable
+from session_ledger.ledger.errors import LedgerError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import PENDING_KEY, STATE_KEY, Auth, Pending
-from api.errors import retry_headers
-from api.rate_limit import BASE_PATH, Refusal
+from session_ledger.api.deps import PENDING_KEY, STATE_KEY, Auth, Pending
+from session_ledger.api.errors import retry_headers
+from session_ledger.api.rate_limit import BASE_PATH, Refusal
 
 MAX_COOKIE_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024

@@ -57,9 +57,9 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from redis.exceptions import RedisError
 
-from api.metrics import ServiceMetrics
-from ledger.config import RateLimitRule, Settings
-from ledger.errors import ConfigError, RetryLaterError
+from session_ledger.api.metrics import ServiceMetrics
+from session_ledger.ledger.config import RateLimitRule, Settings
+from session_ledger.ledger.errors import ConfigError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

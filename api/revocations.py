@@ -54,15 +54,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.users.memo import USERS_CHANNEL, UserMemo
-from ledger.clock import Clock
-from ledger.db import Driver, make_engine, pooled
-from ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
-from ledger.schema import events as events_table
-from ledger.sqlite_reads import DataVersionWatch, plain_file
-from ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
-from projections.freshness import CacheFreshness, parse_changes
-from projections.runner import CHANNEL as CHANGES_CHANNEL
+from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.db import Driver, make_engine, pooled
+from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
+from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
+from session_ledger.projections.freshness import CacheFreshness, parse_changes
+from session_ledger.projections.runner import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
 

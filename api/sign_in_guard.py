@@ -22,15 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.metrics import ServiceMetrics
-from api.rate_limit import RateLimiter
-from api.users.errors import InvalidEmailOrPasswordError
-from api.users.store import SqlUserStore
-from ledger.attempts import SignInAttempts
-from ledger.errors import ServerBusyError, TooManyRequestsError
-from ledger.events import SignInFailure
-from ledger.ports import UserRecord
-from ledger.service import RequestContext
+from session_ledger.api.metrics import ServiceMetrics
+from session_ledger.api.rate_limit import RateLimiter
+from session_ledger.api.users.errors import InvalidEmailOrPasswordError
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.attempts import SignInAttempts
+from session_ledger.ledger.errors import ServerBusyError, TooManyRequestsError
+from session_ledger.ledger.events import SignInFailure
+from session_ledger.ledger.ports import UserRecord
+from session_ledger.ledger.service import RequestContext
 
 
 @dataclass

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from ledger.config import MISSING_SECRETS, Settings, weak_secret
-from ledger.errors import ConfigError
+from session_ledger.ledger.config import MISSING_SECRETS, Settings, weak_secret
+from session_ledger.ledger.errors import ConfigError
 
 SUFFIX = ".secret"
 

@@ -52,11 +52,11 @@ import aiosqlite
 import asyncpg
 from sqlalchemy.engine import make_url
 
-import migrations
-from ledger.chain import GENESIS, event_hash
-from ledger.db import make_engine
-from ledger.events import EventMetadata, SessionCreated, serialize
-from ledger.store import EventStore
+from session_ledger import migrations
+from session_ledger.ledger.chain import GENESIS, event_hash
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import EventMetadata, SessionCreated, serialize
+from session_ledger.ledger.store import EventStore
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 BATCH = 100

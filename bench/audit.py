@@ -45,12 +45,12 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-import migrations
-from ledger.audit import AuditLog
-from ledger.audit_schema import ip_key, network_key_range
-from ledger.chain import GENESIS, event_hash, timestamp
-from ledger.db import make_engine
-from ledger.integrity import verify_ledger
+from session_ledger import migrations
+from session_ledger.ledger.audit import AuditLog
+from session_ledger.ledger.audit_schema import ip_key, network_key_range
+from session_ledger.ledger.chain import GENESIS, event_hash, timestamp
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.integrity import verify_ledger
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

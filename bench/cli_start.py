@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 SCRIPT = str(Path(sys.executable).parent / "session-ledger")
-EAGER = "import api.cli, api.bootstrap, api.app, uvicorn, migrations"
+EAGER = (
+    "import session_ledger.api.cli, session_ledger.api.bootstrap, "
+    "session_ledger.api.app, uvicorn, session_ledger.migrations"
+)
 
 CONTENDERS: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],

@@ -45,15 +45,15 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
-import migrations
-from api.bootstrap import build
-from ledger.chain import GENESIS, canonical_json, event_hash
-from ledger.clock import ManualClock
-from ledger.config import load_settings
-from ledger.db import make_engine
-from ledger.devices import describe_device
-from ledger.events import EventMetadata, SessionCreated, serialize
-from workers.expiry import ExpirySweep
+from session_ledger import migrations
+from session_ledger.api.bootstrap import build
+from session_ledger.ledger.chain import GENESIS, canonical_json, event_hash
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.events import EventMetadata, SessionCreated, serialize
+from session_ledger.workers.expiry import ExpirySweep
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TARGET_RATE = 5000.0

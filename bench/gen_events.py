@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from ledger.chain import GENESIS, event_hash
-from ledger.events import (
+from session_ledger.ledger.chain import GENESIS, event_hash
+from session_ledger.ledger.events import (
     Event,
     RevocationReason,
     SessionCreated,
@@ -30,7 +30,7 @@ from ledger.events import (
     SessionTouched,
     serialize,
 )
-from ledger.tokens import hash_token
+from session_ledger.ledger.tokens import hash_token
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"

@@ -35,12 +35,12 @@ from pathlib import Path
 import aiosqlite
 import asyncpg
 
-from ledger.clock import SystemClock
-from ledger.config import SessionPolicy
-from ledger.db import make_engine
-from ledger.service import SessionLedger
-from ledger.store import EventStore
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.clock import SystemClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 from tests.support.db import PgServer, migrate
 
 #: No refresh or touch is due during the run: get_session is a pure read.

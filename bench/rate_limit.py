@@ -93,9 +93,9 @@ async def asgi_cpu(
     """CPU microseconds per get-session sent straight to a fresh app."""
     import tempfile
 
-    from api.app import create_app
-    from api.bootstrap import build
-    from ledger.config import load_settings
+    from session_ledger.api.app import create_app
+    from session_ledger.api.bootstrap import build
+    from session_ledger.ledger.config import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(

@@ -33,14 +33,19 @@ import asyncpg
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
-import migrations
 from bench.gen_events import generate
-from ledger.config import RedisSettings
-from ledger.db import make_engine
-from ledger.store import EventStore
-from projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from projections.replay import DEFAULT_BATCH, DEFAULT_REDIS_BATCH, replay_redis, replay_table
-from projections.session_table import SessionTableProjection
+from session_ledger import migrations
+from session_ledger.ledger.config import RedisSettings
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from session_ledger.projections.replay import (
+    DEFAULT_BATCH,
+    DEFAULT_REDIS_BATCH,
+    replay_redis,
+    replay_table,
+)
+from session_ledger.projections.session_table import SessionTableProjection
 
 PG = os.environ.get("SESSION_LEDGER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("SESSION_LEDGER_TEST_REDIS", "redis://127.0.0.1:6379/0")

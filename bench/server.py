@@ -67,7 +67,7 @@ def database(backend: str) -> Iterator[str]:
 #: ``serve`` does): one worker, one runtime thread, uvloop, no websockets.
 GRANIAN = [
     "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--workers", "1",
-    "--no-ws", "--log-level", "warning", "api.app:app_from_env",
+    "--no-ws", "--log-level", "warning", "session_ledger.api.app:app_from_env",
 ]  # fmt: skip
 
 
@@ -153,11 +153,33 @@ def server(
     if code is not None:
         # The first entry of sys.path: the old tree's packages win over the
         # editable install of this one.
-        command = [sys.executable, "-c", "from api.cli import main; main()", *command[1:]]
-        environment["PYTHONPATH"] = str(code)
+        path, cli = source_path(code)
+        command = [sys.executable, "-c", f"from {cli} import main; main()", *command[1:]]
+        environment["PYTHONPATH"] = str(path)
         cwd = code
     with running(command, cwd=cwd, env=environment, ready=f"{base}/healthz") as process:
         yield base, process
+
+
+PACKAGES = ("ledger", "projections", "workers", "api", "migrations")
+
+
+def source_path(code: Path) -> tuple[Path, str]:
+    """(sys.path entry, CLI module) that run the source tree ``code``.
+
+    Trees from before the single namespace import their packages by their
+    directory names. Later ones import ``session_ledger.<dir>``: a link farm
+    beside the tree (``session_ledger/<dir>`` -> ``<dir>``) makes them
+    importable as installed, ahead of this checkout's editable install."""
+    if "session_ledger" not in (code / "pyproject.toml").read_text():
+        return code, "api.cli"
+    farm = code / ".namespace" / "session_ledger"
+    farm.mkdir(parents=True, exist_ok=True)
+    for package in PACKAGES:
+        link = farm / package
+        if not link.exists():
+            link.symlink_to(code / package, target_is_directory=True)
+    return farm.parent, "session_ledger.api.cli"
 
 
 @contextmanager

@@ -32,16 +32,16 @@ import asyncpg
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
-import migrations
-from ledger.clock import ManualClock
-from ledger.config import RedisSettings
-from ledger.db import make_engine
-from ledger.service import RequestContext, SessionLedger
-from ledger.store import EventStore
-from projections.cached_read_model import CachedSessionReadModel
-from projections.freshness import CacheFreshness
-from projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger import migrations
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import RedisSettings
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.cached_read_model import CachedSessionReadModel
+from session_ledger.projections.freshness import CacheFreshness
+from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 PG = os.environ.get("SESSION_LEDGER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("SESSION_LEDGER_TEST_REDIS", "redis://127.0.0.1:6379/0")

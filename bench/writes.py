@@ -26,12 +26,12 @@ from bench.lifecycle import (
     migrated_pg_database,
     rate,
 )
-from ledger.clock import SystemClock
-from ledger.db import make_engine
-from ledger.service import SessionLedger
-from ledger.store import EventStore
-from projections.audit_ips import AuditIpProjection
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.clock import SystemClock
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 from tests.support.db import migrate
 
 

@@ -38,11 +38,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from api.app import install, session_ledger
-from api.csrf import csrf_exempt
-from api.deps import FreshSession, OptionalSession, RequiredSession
-from api.routes import router
-from ledger.config import load_settings
+from session_ledger.api.app import install, session_ledger
+from session_ledger.api.csrf import csrf_exempt
+from session_ledger.api.deps import FreshSession, OptionalSession, RequiredSession
+from session_ledger.api.routes import router
+from session_ledger.ledger.config import load_settings
 
 settings = load_settings()
 

@@ -9,10 +9,10 @@ directory; the tests run it too)::
 import asyncio
 import tempfile
 
-from api.bootstrap import build
-from ledger.audit import AuditLog
-from ledger.config import load_settings
-from ledger.service import RequestContext
+from session_ledger.api.bootstrap import build
+from session_ledger.ledger.audit import AuditLog
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.service import RequestContext
 
 LAPTOP = RequestContext(
     ip="203.0.113.5",

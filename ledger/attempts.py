@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from uuid6 import uuid7
 
-from ledger.clock import Clock, SystemClock
-from ledger.events import EventMetadata, RecordedEvent, SignInFailed, SignInFailure
-from ledger.service import RequestContext
-from ledger.session import clip_text
-from ledger.store import EventStore
+from session_ledger.ledger.clock import Clock, SystemClock
+from session_ledger.ledger.events import EventMetadata, RecordedEvent, SignInFailed, SignInFailure
+from session_ledger.ledger.service import RequestContext
+from session_ledger.ledger.session import clip_text
+from session_ledger.ledger.store import EventStore
 
 ATTEMPT_STREAM_PREFIX = "signin-"
 #: Actor of an attempt on an unknown email.

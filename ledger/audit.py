@@ -25,12 +25,12 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.audit_schema import IpNetwork, audit_ips, network_key_range
-from ledger.clock import utc
-from ledger.errors import LedgerError
-from ledger.events import EVENT_TYPES, RevocationReason, deserialize
-from ledger.schema import events
-from ledger.session import SessionState, evolve, is_active
+from session_ledger.ledger.audit_schema import IpNetwork, audit_ips, network_key_range
+from session_ledger.ledger.clock import utc
+from session_ledger.ledger.errors import LedgerError
+from session_ledger.ledger.events import EVENT_TYPES, RevocationReason, deserialize
+from session_ledger.ledger.schema import events
+from session_ledger.ledger.session import SessionState, evolve, is_active
 
 DEFAULT_LIMIT = 100
 SIGN_IN_FAILED = "SignInFailed"

@@ -21,7 +21,7 @@ import ipaddress
 
 from sqlalchemy import Column, DateTime, Index, String, Table
 
-from ledger.schema import Position, events, metadata
+from session_ledger.ledger.schema import Position, events, metadata
 
 audit_ips = Table(
     "audit_ips",

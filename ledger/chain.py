@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ledger.clock import utc
+from session_ledger.ledger.clock import utc
 
 GENESIS = "0" * 64
 

@@ -40,7 +40,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ledger.errors import ConfigError
+from session_ledger.ledger.errors import ConfigError
 
 DAY = 24 * 60 * 60
 PositiveSeconds = Annotated[int, Field(gt=0)]

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import await_only, greenlet_spawn
 
-from ledger.sqlite_reads import DirectReads, plain_file
+from session_ledger.ledger.sqlite_reads import DirectReads, plain_file
 
 T = TypeVar("T")
 #: ``execute(sql, params)`` inside :meth:`Driver.sqlite_transaction`: the rows.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, String, Table
 
-from ledger.schema import Position, metadata
+from session_ledger.ledger.schema import Position, metadata
 
 ledger_digests = Table(
     "ledger_digests",

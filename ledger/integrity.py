@@ -41,13 +41,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from ledger.chain import GENESIS, event_hash
-from ledger.clock import Clock, utc
-from ledger.db import writer
-from ledger.digest_schema import ledger_digests
-from ledger.errors import LedgerError
-from ledger.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
-from ledger.schema import events
+from session_ledger.ledger.chain import GENESIS, event_hash
+from session_ledger.ledger.clock import Clock, utc
+from session_ledger.ledger.db import writer
+from session_ledger.ledger.digest_schema import ledger_digests
+from session_ledger.ledger.errors import LedgerError
+from session_ledger.ledger.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
+from session_ledger.ledger.schema import events
 
 BATCH_SIZE = 5000
 #: Problems kept in a report; the count goes on past it.

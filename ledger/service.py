@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from uuid6 import uuid7
 
-from ledger.clock import Clock, SystemClock, iso_ms
-from ledger.config import SessionPolicy
-from ledger.devices import describe_device
-from ledger.errors import (
+from session_ledger.ledger.clock import Clock, SystemClock, iso_ms
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.errors import (
     ConcurrencyError,
     InvalidCommandError,
     InvalidFieldsError,
@@ -30,9 +30,9 @@ from ledger.errors import (
     SessionNotFoundError,
     SessionNotFreshError,
 )
-from ledger.events import Event, EventMetadata, Fields, RevocationReason
-from ledger.ports import SessionReadModel, UserRecord, UserStore
-from ledger.session import (
+from session_ledger.ledger.events import Event, EventMetadata, Fields, RevocationReason
+from session_ledger.ledger.ports import SessionReadModel, UserRecord, UserStore
+from session_ledger.ledger.session import (
     CreateSession,
     Reauthenticate,
     RevokeSession,
@@ -46,8 +46,8 @@ from ledger.session import (
     is_fresh,
     refresh_due,
 )
-from ledger.store import EventStore, StreamAppend
-from ledger.tokens import hash_token, is_well_formed, new_token
+from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.ledger.tokens import hash_token, is_well_formed, new_token
 
 #: Conflicts are retried this many times (each retry re-reads and re-decides).
 MAX_ATTEMPTS = 8

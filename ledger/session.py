@@ -105,8 +105,8 @@ from typing import Any, TypeVar, assert_never
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from ledger.config import SessionPolicy
-from ledger.errors import (
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.errors import (
     InvalidCommandError,
     InvalidTokenError,
     InvalidTransitionError,
@@ -115,7 +115,7 @@ from ledger.errors import (
     SessionNotFoundError,
     SessionNotFreshError,
 )
-from ledger.events import (
+from session_ledger.ledger.events import (
     Event,
     ExpiryReason,
     RevocationReason,
@@ -130,7 +130,7 @@ from ledger.events import (
     SessionUpdated,
     is_session_event,
 )
-from ledger.tokens import tokens_equal
+from session_ledger.ledger.tokens import tokens_equal
 
 #: Longest IP / user agent kept (the events' ShortText limit).
 MAX_TEXT = 1024

@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
-from ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
-from ledger.clock import Clock, SystemClock, utc
-from ledger.db import (
+from session_ledger.ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
+from session_ledger.ledger.clock import Clock, SystemClock, utc
+from session_ledger.ledger.db import (
     Driver,
     SqliteExecute,
     autocommit,
@@ -32,16 +32,16 @@ from ledger.db import (
     retry_stale,
     writer,
 )
-from ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
-from ledger.events import (
+from session_ledger.ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
+from session_ledger.ledger.events import (
     Event,
     EventMetadata,
     RecordedEvent,
     deserialize,
     serialize,
 )
-from ledger.schema import events as events_table
-from ledger.writes import (
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.writes import (
     PendingEvent,
     Write,
     pg_statement,

@@ -10,7 +10,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from migrations.target import target_metadata
+from session_ledger.migrations.target import target_metadata
 
 config = context.config
 
@@ -31,7 +31,7 @@ def _run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from ledger.db import make_engine
+    from session_ledger.ledger.db import make_engine
 
     url = os.environ.get("SESSION_LEDGER_DATABASE_URL", "sqlite+aiosqlite:///./session-ledger.db")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.audit_schema import audit_ips, ip_key
-from ledger.events import RecordedEvent, SessionCreated, SessionTouched, SignInFailed
-from ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
+from session_ledger.ledger.audit_schema import audit_ips, ip_key
+from session_ledger.ledger.events import RecordedEvent, SessionCreated, SessionTouched, SignInFailed
+from session_ledger.ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
 
 
 def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str, Any]]:

@@ -32,18 +32,18 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from ledger.ports import UserRecord
-from ledger.session import SessionState
-from projections.freshness import CacheFreshness
-from projections.redis_cache import (
+from session_ledger.ledger.ports import UserRecord
+from session_ledger.ledger.session import SessionState
+from session_ledger.projections.freshness import CacheFreshness
+from session_ledger.projections.redis_cache import (
     FILL_DEADLINE_SECONDS,
     CacheHit,
     Keys,
     RateLimitedWarning,
     RedisSessionCache,
 )
-from projections.session_table import SqlSessionReadModel
-from projections.state_codec import encode_user
+from session_ledger.projections.session_table import SqlSessionReadModel
+from session_ledger.projections.state_codec import encode_user
 
 log = logging.getLogger(__name__)
 

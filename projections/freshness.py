@@ -51,9 +51,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ledger.events import RecordedEvent
-from ledger.session import SessionState
-from projections.redis_cache import FILL_DEADLINE_SECONDS
+from session_ledger.ledger.events import RecordedEvent
+from session_ledger.ledger.session import SessionState
+from session_ledger.projections.redis_cache import FILL_DEADLINE_SECONDS
 
 #: Entries outlive every fill that may still land after a change, plus the
 #: checkpoint's refresh interval (see the module docstring).

@@ -40,18 +40,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from redis.exceptions import NoScriptError
 from sqlalchemy import select
 
-from ledger.clock import Clock, SystemClock
-from ledger.config import CookieCacheSettings, RedisSettings
-from ledger.events import RecordedEvent, SessionCreated, deserialize, session_events
-from ledger.schema import events as events_table
-from ledger.session import SessionState, evolve
-from projections.redis_wire import WireConnection, wire_for
-from projections.state_codec import decode_state, encode_state
+from session_ledger.ledger.clock import Clock, SystemClock
+from session_ledger.ledger.config import CookieCacheSettings, RedisSettings
+from session_ledger.ledger.events import RecordedEvent, SessionCreated, deserialize, session_events
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.session import SessionState, evolve
+from session_ledger.projections.redis_wire import WireConnection, wire_for
+from session_ledger.projections.state_codec import decode_state, encode_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from ledger.store import EventStore
+    from session_ledger.ledger.store import EventStore
 
     #: redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster (same commands;
     #: typed as Redis because the cluster client's stubs lack most of them).

@@ -51,14 +51,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.clock import Clock, SystemClock
-from ledger.db import is_sqlite, writer
-from ledger.events import EventMetadata, RecordedEvent, deserialize_json
-from ledger.schema import events as events_table
-from ledger.store import EventStore
-from projections.redis_cache import Keys, RedisCacheProjection
-from projections.schema import projection_checkpoints, retired_tokens, sessions
-from projections.session_table import SessionTableProjection
+from session_ledger.ledger.clock import Clock, SystemClock
+from session_ledger.ledger.db import is_sqlite, writer
+from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize_json
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
+from session_ledger.projections.schema import projection_checkpoints, retired_tokens, sessions
+from session_ledger.projections.session_table import SessionTableProjection
 
 if TYPE_CHECKING:
     from rich.progress import TaskID

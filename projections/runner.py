@@ -28,10 +28,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.events import RecordedEvent
-from ledger.store import EventStore
-from ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
-from projections.redis_cache import Keys, RedisCacheProjection
+from session_ledger.ledger.events import RecordedEvent
+from session_ledger.ledger.store import EventStore
+from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
+from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
 
 log = logging.getLogger(__name__)
 

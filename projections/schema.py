@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from ledger.schema import metadata
+from session_ledger.ledger.schema import metadata
 
 Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -13,13 +13,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.clock import utc
-from ledger.db import RowDecoder, autocommit, read_standalone, retry_stale, row_decoder
-from ledger.devices import describe_device
-from ledger.events import RecordedEvent, SessionCreated, SessionRotated, is_session_event
-from ledger.session import SessionState, SessionStatus, evolve
-from ledger.writes import Insert, PendingEvent, Write
-from projections.schema import retired_tokens, sessions
+from session_ledger.ledger.clock import utc
+from session_ledger.ledger.db import (
+    RowDecoder,
+    autocommit,
+    read_standalone,
+    retry_stale,
+    row_decoder,
+)
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.events import (
+    RecordedEvent,
+    SessionCreated,
+    SessionRotated,
+    is_session_event,
+)
+from session_ledger.ledger.session import SessionState, SessionStatus, evolve
+from session_ledger.ledger.writes import Insert, PendingEvent, Write
+from session_ledger.projections.schema import retired_tokens, sessions
 
 _COLUMNS = [c.name for c in sessions.columns]
 _UPDATABLE = [c for c in _COLUMNS if c != "session_id"]

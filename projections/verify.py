@@ -17,14 +17,14 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import Clock, SystemClock
-from ledger.devices import describe_device
-from ledger.events import SESSION_EVENT_TYPES, deserialize
-from ledger.schema import events as events_table
-from ledger.session import SessionState, evolve, is_active
-from projections.redis_cache import Keys, RedisSessionCache, owner_value
-from projections.schema import retired_tokens, sessions
-from projections.session_table import state_from_row
+from session_ledger.ledger.clock import Clock, SystemClock
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.events import SESSION_EVENT_TYPES, deserialize
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.session import SessionState, evolve, is_active
+from session_ledger.projections.redis_cache import Keys, RedisSessionCache, owner_value
+from session_ledger.projections.schema import retired_tokens, sessions
+from session_ledger.projections.session_table import state_from_row
 
 DEFAULT_BATCH = 1000
 #: A token pointer may expire this much before its session's state (both are

@@ -32,8 +32,8 @@ import pytest
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.db import make_engine
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.db import make_engine
 from tests.support import profile
 from tests.support import redis as redis_support
 from tests.support.db import (

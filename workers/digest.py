@@ -11,15 +11,15 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import Clock
-from ledger.integrity import record_digest as record_ledger_digest
-from workers.logging import get_logger
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.integrity import record_digest as record_ledger_digest
+from session_ledger.workers.logging import get_logger
 
 log = get_logger("digest")
 
 
 class HasLedger(Protocol):
-    """What the job needs from api.bootstrap.Container."""
+    """What the job needs from session_ledger.api.bootstrap.Container."""
 
     engine: AsyncEngine
     clock: Clock

@@ -40,17 +40,17 @@ from typing import Any
 from sqlalchemy import Select, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import Clock
-from ledger.config import SessionPolicy
-from ledger.db import retry_stale
-from ledger.errors import ConcurrencyError
-from ledger.events import EventMetadata, SessionExpired
-from ledger.session import ExpireSession, SessionState, decide
-from ledger.store import EventStore, StreamAppend
-from projections.schema import sessions
-from projections.session_table import load_states, state_from_row
-from workers.logging import get_logger
-from workers.metrics import WorkerMetrics
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import retry_stale
+from session_ledger.ledger.errors import ConcurrencyError
+from session_ledger.ledger.events import EventMetadata, SessionExpired
+from session_ledger.ledger.session import ExpireSession, SessionState, decide
+from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.projections.schema import sessions
+from session_ledger.projections.session_table import load_states, state_from_row
+from session_ledger.workers.logging import get_logger
+from session_ledger.workers.metrics import WorkerMetrics
 
 ACTOR = "system:expiry"
 #: Appends of one group of sessions (after re-reads) before leaving it to

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import Clock, SystemClock, utc
-from ledger.db import writer
-from workers.schema import worker_heartbeats
+from session_ledger.ledger.clock import Clock, SystemClock, utc
+from session_ledger.ledger.db import writer
+from session_ledger.workers.schema import worker_heartbeats
 
 MAX_ERROR = 2000
 #: A job failing the same way again is logged at most this often (seconds).

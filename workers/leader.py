@@ -30,7 +30,7 @@ from typing import Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from workers.logging import get_logger
+from session_ledger.workers.logging import get_logger
 
 #: Advisory lock key of the expiry / maintenance leader (distinct from the
 #: store's APPEND_LOCK_KEY; both share PostgreSQL's bigint key space).

@@ -23,13 +23,13 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from ledger.clock import Clock
-from ledger.config import Settings
-from ledger.store import EventStore
-from projections.runner import CHANNEL, ProjectionRunner
-from workers.leader import Leadership
-from workers.logging import get_logger
-from workers.metrics import WorkerMetrics
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.runner import CHANNEL, ProjectionRunner
+from session_ledger.workers.leader import Leadership
+from session_ledger.workers.logging import get_logger
+from session_ledger.workers.metrics import WorkerMetrics
 
 #: The channel the ledger NOTIFYs in every append transaction (NotifyOnAppend).
 DEFAULT_CHANNEL = CHANNEL

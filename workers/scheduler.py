@@ -26,17 +26,17 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import Clock
-from ledger.config import Settings
-from ledger.failures import describe_failure
-from ledger.store import EventStore
-from workers.expiry import ExpirySweep
-from workers.health import Heartbeats, JobStates
-from workers.jobs import DIGEST, EXPIRY, JOBS, PROJECTOR
-from workers.leader import PROJECTOR_LOCK_KEY, Leadership, leadership_for
-from workers.logging import get_logger
-from workers.metrics import WorkerMetrics
-from workers.projector import ProjectorWorker
+from session_ledger.ledger.clock import Clock
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.failures import describe_failure
+from session_ledger.ledger.store import EventStore
+from session_ledger.workers.expiry import ExpirySweep
+from session_ledger.workers.health import Heartbeats, JobStates
+from session_ledger.workers.jobs import DIGEST, EXPIRY, JOBS, PROJECTOR
+from session_ledger.workers.leader import PROJECTOR_LOCK_KEY, Leadership, leadership_for
+from session_ledger.workers.logging import get_logger
+from session_ledger.workers.metrics import WorkerMetrics
+from session_ledger.workers.projector import ProjectorWorker
 
 #: The projector records a heartbeat at most this often (it runs every second).
 PROJECTOR_HEARTBEAT_EVERY = 15.0
@@ -160,9 +160,9 @@ class Worker:
         if self._digest is None:
             # Imported lazily: the digest job is optional (workers/digest.py).
             try:
-                module = importlib.import_module("workers.digest")
+                module = importlib.import_module("session_ledger.workers.digest")
             except ModuleNotFoundError as exc:
-                if exc.name != "workers.digest":
+                if exc.name != "session_ledger.workers.digest":
                     raise
                 self._log.info("digest.unavailable", reason="workers.digest is not installed")
                 return None

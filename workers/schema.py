@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import JSON, Column, DateTime, String, Table, Text
 from sqlalchemy.dialects import postgresql
 
-from ledger.schema import metadata
+from session_ledger.ledger.schema import metadata
 
 Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 

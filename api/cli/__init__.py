@@ -7,14 +7,14 @@ not load SQLAlchemy, pydantic, FastAPI or uvicorn)."""
 
 from __future__ import annotations
 
-from api.cli.base import app, main
+from session_ledger.api.cli.base import app, main
 
 # Importing a module registers its commands.
-from api.cli import ops  # noqa: F401  isort: skip
-from api.cli import audit  # noqa: F401  isort: skip
-from api.cli import projections  # noqa: F401  isort: skip
-from api.cli import worker  # noqa: F401  isort: skip
-from api.cli import serve  # noqa: F401  isort: skip
-from api.cli import users  # noqa: F401  isort: skip
+from session_ledger.api.cli import ops  # noqa: F401  isort: skip
+from session_ledger.api.cli import audit  # noqa: F401  isort: skip
+from session_ledger.api.cli import projections  # noqa: F401  isort: skip
+from session_ledger.api.cli import worker  # noqa: F401  isort: skip
+from session_ledger.api.cli import serve  # noqa: F401  isort: skip
+from session_ledger.api.cli import users  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

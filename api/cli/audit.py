@@ -24,11 +24,27 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from api.cli.base import DatabaseOption, ReadableGroup, app, console, err, error, run, settings_for
+from session_ledger.api.cli.base import (
+    DatabaseOption,
+    ReadableGroup,
+    app,
+    console,
+    err,
+    error,
+    run,
+    settings_for,
+)
 
 if TYPE_CHECKING:
-    from ledger.audit import ActiveSession, AuditEntry, AuditLog, DailyCount, IpSighting, Page
-    from ledger.integrity import VerifyReport
+    from session_ledger.ledger.audit import (
+        ActiveSession,
+        AuditEntry,
+        AuditLog,
+        DailyCount,
+        IpSighting,
+        Page,
+    )
+    from session_ledger.ledger.integrity import VerifyReport
 
 audit_app = typer.Typer(
     cls=ReadableGroup,
@@ -201,7 +217,7 @@ def _email_key(entry: Any) -> str:
 
 
 def _device(user_agent: str | None) -> str:
-    from ledger.devices import describe_device
+    from session_ledger.ledger.devices import describe_device
 
     return describe_device(user_agent) if user_agent else ""
 
@@ -269,7 +285,7 @@ class Output:
         sys.stdout.flush()
 
     def _flush_table(self) -> None:
-        from api.cli.tables import fitted_table
+        from session_ledger.api.cli.tables import fitted_table
 
         table = fitted_table(
             [name for name, _ in self.table],
@@ -294,7 +310,7 @@ async def _stream(
     limit: int | None,
 ) -> None:
     """Pages of ``fetch(after, page_size)`` into ``out``, up to ``limit`` rows."""
-    from ledger.audit import MAX_LIMIT
+    from session_ledger.ledger.audit import MAX_LIMIT
 
     cursor: int | None = after
     while cursor is not None:
@@ -317,8 +333,8 @@ def _query(
     settings = settings_for(database_url)
 
     async def main() -> None:
-        from ledger.audit import AuditLog
-        from ledger.db import make_engine
+        from session_ledger.ledger.audit import AuditLog
+        from session_ledger.ledger.db import make_engine
 
         engine = make_engine(settings.database_url)
         try:
@@ -330,7 +346,7 @@ def _query(
 
 
 def _times(since: str | None, until: str | None) -> dict[str, Any]:
-    from ledger.audit import parse_instant
+    from session_ledger.ledger.audit import parse_instant
 
     return {
         "since": None if since is None else parse_instant(since),
@@ -340,7 +356,7 @@ def _times(since: str | None, until: str | None) -> dict[str, Any]:
 
 def _checked(parse: Callable[[], T]) -> T:
     """Parse arguments before touching the database: a bad value is one line, exit 2."""
-    from ledger.errors import LedgerError
+    from session_ledger.ledger.errors import LedgerError
 
     try:
         return parse()
@@ -408,7 +424,7 @@ def ip_sightings(
     database_url: DatabaseOption = None,
 ) -> None:
     """Sessions seen from an IP address or CIDR network (each sighting)."""
-    from ledger.audit import parse_network
+    from session_ledger.ledger.audit import parse_network
 
     times = _checked(lambda: _times(since, until))
     net = _checked(lambda: parse_network(network))
@@ -444,7 +460,7 @@ def sign_in_attempts(
     """Failed sign-ins: reason, account, IP, device, and the start of the
     keyed hash of the email typed (attempts on one unknown email share it;
     in JSON, CSV and tables of 132 columns or more)."""
-    from ledger.audit import parse_network
+    from session_ledger.ledger.audit import parse_network
 
     times = _checked(lambda: _times(since, until))
     net = _checked(lambda: parse_network(ip)) if ip is not None else None
@@ -475,7 +491,7 @@ def active_at(
     database_url: DatabaseOption = None,
 ) -> None:
     """Sessions that were active at an instant, computed from the ledger."""
-    from ledger.audit import parse_instant
+    from session_ledger.ledger.audit import parse_instant
 
     at = _checked(lambda: parse_instant(instant))
     out = Output(fmt, ACTIVE_COLUMNS, f"sessions active at {at.isoformat()}", ACTIVE_TABLE)
@@ -506,7 +522,7 @@ def revocations(
     database_url: DatabaseOption = None,
 ) -> None:
     """Revocations, by reason and actor, in a time range."""
-    from ledger.audit import check_reason
+    from session_ledger.ledger.audit import check_reason
 
     times = _checked(lambda: _times(since, until))
     if reason is not None:
@@ -534,7 +550,7 @@ def counts(
     database_url: DatabaseOption = None,
 ) -> None:
     """Events per type per UTC day."""
-    from ledger.audit import check_event_type
+    from session_ledger.ledger.audit import check_event_type
 
     times = _checked(lambda: _times(since, until))
     types = _checked(lambda: [check_event_type(t) for t in event_type or []])
@@ -563,10 +579,10 @@ def digest(
     settings = settings_for(database_url)
 
     async def main() -> str | None:
-        from ledger.clock import SystemClock
-        from ledger.db import make_engine
-        from ledger.integrity import latest_digest, record_digest
-        from ledger.store import EventStore
+        from session_ledger.ledger.clock import SystemClock
+        from session_ledger.ledger.db import make_engine
+        from session_ledger.ledger.integrity import latest_digest, record_digest
+        from session_ledger.ledger.store import EventStore
 
         engine = make_engine(settings.database_url)
         try:
@@ -608,8 +624,8 @@ async def check_ledger(
     What ``session-ledger verify --ledger`` runs. Raises DigestFormatError
     (a LedgerError) for a malformed ``expect`` before reading anything.
     """
-    from ledger.db import make_engine
-    from ledger.integrity import parse_expected, verify_ledger
+    from session_ledger.ledger.db import make_engine
+    from session_ledger.ledger.integrity import parse_expected, verify_ledger
 
     expected = [parse_expected(e) for e in expect]
     engine = make_engine(database_url)

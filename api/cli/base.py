@@ -20,7 +20,7 @@ from typer import _click
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
-    from ledger.config import Settings
+    from session_ledger.ledger.config import Settings
 
 
 class _State:
@@ -100,7 +100,7 @@ DatabaseOption = Annotated[
 
 
 def settings_for(database_url: str | None = None) -> Settings:
-    from ledger.config import load_settings
+    from session_ledger.ledger.config import load_settings
 
     overrides = {"database_url": database_url} if database_url else {}
     try:
@@ -115,7 +115,7 @@ def fail(exc: BaseException) -> NoReturn:
     """One line on stderr saying what failed and how to fix it; exit 2."""
     if state.debug:
         raise exc
-    from ledger.failures import describe_failure
+    from session_ledger.ledger.failures import describe_failure
 
     settings = state.settings
     message = describe_failure(
@@ -149,7 +149,7 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     import asyncio
 
     async def wrapper() -> T:
-        from ledger.db import settle_sqlite_threads, sqlite_threads
+        from session_ledger.ledger.db import settle_sqlite_threads, sqlite_threads
 
         before = sqlite_threads()
         try:

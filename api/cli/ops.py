@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.cli.base import DatabaseOption, app, console, run, settings_for
+from session_ledger.api.cli.base import DatabaseOption, app, console, run, settings_for
 
 
 @app.command()
@@ -11,8 +11,8 @@ def migrate(database_url: DatabaseOption = None) -> None:
     settings = settings_for(database_url)
 
     async def main() -> None:
-        from ledger.db import make_engine
-        from migrations import current_revision, upgrade
+        from session_ledger.ledger.db import make_engine
+        from session_ledger.migrations import current_revision, upgrade
 
         engine = make_engine(settings.database_url)
         try:
@@ -33,11 +33,11 @@ def status(database_url: DatabaseOption = None) -> None:
         from rich.table import Table
         from sqlalchemy import func, select
 
-        from api.bootstrap import build
-        from api.cli.worker import worker_health
-        from ledger.errors import LedgerError
-        from migrations import current_revision, head_revision
-        from projections.schema import sessions
+        from session_ledger.api.bootstrap import build
+        from session_ledger.api.cli.worker import worker_health
+        from session_ledger.ledger.errors import LedgerError
+        from session_ledger.migrations import current_revision, head_revision
+        from session_ledger.projections.schema import sessions
 
         container = await build(settings)
         try:

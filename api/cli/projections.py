@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.cli.base import DatabaseOption, app, console, error, run, settings_for
+from session_ledger.api.cli.base import DatabaseOption, app, console, error, run, settings_for
 
 if TYPE_CHECKING:
-    from api.bootstrap import Container
-    from projections.redis_cache import RedisCacheProjection
-    from projections.verify import Difference
+    from session_ledger.api.bootstrap import Container
+    from session_ledger.projections.redis_cache import RedisCacheProjection
+    from session_ledger.projections.verify import Difference
 
 #: Differences printed one per line; beyond that, only the count.
 MAX_SHOWN = 200
@@ -31,7 +31,7 @@ class Target(StrEnum):
 
 
 def _redis_projection(container: Container) -> RedisCacheProjection:
-    from ledger.errors import ConfigError
+    from session_ledger.ledger.errors import ConfigError
 
     runner = container.runner
     if runner is None:
@@ -67,8 +67,8 @@ def replay(
     settings = settings_for(database_url)
 
     async def main() -> None:
-        from api.bootstrap import build
-        from projections.replay import (
+        from session_ledger.api.bootstrap import build
+        from session_ledger.projections.replay import (
             DEFAULT_BATCH,
             DEFAULT_REDIS_BATCH,
             RichProgress,
@@ -119,7 +119,7 @@ def replay(
 
 async def check_projections(container: Container) -> list[Difference]:
     """The SQL table and (when configured) the Redis cache vs the ledger."""
-    from projections.verify import verify_redis, verify_table
+    from session_ledger.projections.verify import verify_redis, verify_table
 
     differences = await verify_table(container.engine)
     if container.runner is not None:
@@ -161,8 +161,8 @@ def verify(
     settings = settings_for(database_url)
 
     async def main() -> int:
-        from api.bootstrap import build
-        from api.cli.audit import check_ledger
+        from session_ledger.api.bootstrap import build
+        from session_ledger.api.cli.audit import check_ledger
 
         container = await build(settings)
         try:

@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.cli.base import DatabaseOption, app, console, err, error, fail, run, settings_for
+from session_ledger.api.cli.base import (
+    DatabaseOption,
+    app,
+    console,
+    err,
+    error,
+    fail,
+    run,
+    settings_for,
+)
 
 if TYPE_CHECKING:
-    from ledger.config import Settings
+    from session_ledger.ledger.config import Settings
 
 
 @app.command()
@@ -50,7 +59,7 @@ def serve(
     Migrates the database first, so the embedded SQLite default works on
     the very first run.
     """
-    from api.signing_secrets import check_signing_secrets
+    from session_ledger.api.signing_secrets import check_signing_secrets
 
     settings = settings_for(database_url)
     if reload and workers > 1:
@@ -82,8 +91,8 @@ def serve(
         _check_port_free("127.0.0.1", metrics_port, "--metrics-port")
 
     async def migrate() -> None:
-        from ledger.db import make_engine
-        from migrations import upgrade
+        from session_ledger.ledger.db import make_engine
+        from session_ledger.migrations import upgrade
 
         engine = make_engine(settings.database_url)
         try:
@@ -94,18 +103,18 @@ def serve(
     run(migrate)
     _signing_secrets(settings, host)
     if metrics_port is not None:
-        from api.metrics import METRICS_PORT_ENV
+        from session_ledger.api.metrics import METRICS_PORT_ENV
 
         os.environ[METRICS_PORT_ENV] = str(metrics_port)
     import uvicorn
 
-    from api.server_protocol import BoundedHttpToolsProtocol
+    from session_ledger.api.server_protocol import BoundedHttpToolsProtocol
 
     _warn_if_limits_per_process(settings, workers)
     processes = f" ({workers} processes)" if workers > 1 else ""
     console.print(f"session-ledger: serving on [bold]{url}/[/bold]{processes}", highlight=False)
     uvicorn.run(
-        "api.app:app_from_env",
+        "session_ledger.api.app:app_from_env",
         factory=True,
         host=host,
         port=port,
@@ -127,7 +136,7 @@ def _signing_secrets(settings: Settings, host: str) -> None:
     """Resolved here, after the database opened (a generated development
     secret is kept beside its file), and handed to every process of the
     server; a failure is one line rather than uvicorn's lifespan traceback."""
-    from api.signing_secrets import signing_secrets
+    from session_ledger.api.signing_secrets import signing_secrets
 
     try:
         resolved = signing_secrets(settings, bind_host=host)

@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from api.cli.base import DatabaseOption, ReadableGroup, app, console, run, settings_for
+from session_ledger.api.cli.base import (
+    DatabaseOption,
+    ReadableGroup,
+    app,
+    console,
+    run,
+    settings_for,
+)
 
 if TYPE_CHECKING:
-    from api.users.store import SqlUserStore
-    from ledger.config import Settings
+    from session_ledger.api.users.store import SqlUserStore
+    from session_ledger.ledger.config import Settings
 
 users_app = typer.Typer(
     cls=ReadableGroup, no_args_is_help=True, help="Users of the built-in user store."
@@ -26,8 +33,8 @@ def _with_store(settings: Settings, body: Callable[[SqlUserStore], Awaitable[T]]
     """Run ``body`` on the built-in user store of ``settings``' database."""
 
     async def main() -> T:
-        from api.bootstrap import build
-        from api.users.store import SqlUserStore
+        from session_ledger.api.bootstrap import build
+        from session_ledger.api.users.store import SqlUserStore
 
         container = await build(settings, builtin_users=True)
         try:
@@ -79,7 +86,7 @@ def list_users(
     database_url: DatabaseOption = None,
 ) -> None:
     """Users by email: id, email, name, roles (`users show` has the rest)."""
-    from api.cli.tables import fitted_table
+    from session_ledger.api.cli.tables import fitted_table
 
     async def body(store: SqlUserStore) -> list[list[str]]:
         users = await store.find_users(email, limit=limit)
@@ -101,7 +108,7 @@ def show_user(
     """One user: id, email, name, roles, verified, created, linked accounts."""
     from rich.table import Table
 
-    from api.users.errors import UserNotFoundError
+    from session_ledger.api.users.errors import UserNotFoundError
 
     async def body(store: SqlUserStore) -> list[tuple[str, str]]:
         user = await store.find_user(who)
@@ -139,7 +146,7 @@ def link_account(
     database_url: DatabaseOption = None,
 ) -> None:
     """Link a provider account to a user (tokens are encrypted at rest)."""
-    from ledger.ports import ProviderAccount
+    from session_ledger.ledger.ports import ProviderAccount
 
     account = ProviderAccount(
         provider_id=provider,

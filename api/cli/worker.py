@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.cli.base import (
+from session_ledger.api.cli.base import (
     DatabaseOption,
     app,
     console,
@@ -20,7 +20,7 @@ from api.cli.base import (
     settings_for,
     state,
 )
-from workers.jobs import DIGEST, EXPIRY, PROJECTOR
+from session_ledger.workers.jobs import DIGEST, EXPIRY, PROJECTOR
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from rich.console import Group
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from api.bootstrap import Container
-    from workers.projector import ProjectorWorker
+    from session_ledger.api.bootstrap import Container
+    from session_ledger.workers.projector import ProjectorWorker
 
 
 class Only(StrEnum):
@@ -62,8 +62,8 @@ def worker(
     """
     import logging
 
-    from workers.jobs import JOBS
-    from workers.logging import configure_logging
+    from session_ledger.workers.jobs import JOBS
+    from session_ledger.workers.logging import configure_logging
 
     settings = settings_for(database_url)
     # --once reports its outcome itself (stdout, and one line per failed job).
@@ -74,9 +74,9 @@ def worker(
         error("the projector keeps the Redis cache: set SESSION_LEDGER_REDIS__URL")
 
     async def main() -> dict[str, str]:
-        from api.bootstrap import build
-        from ledger.db import make_engine
-        from workers.scheduler import Worker
+        from session_ledger.api.bootstrap import build
+        from session_ledger.ledger.db import make_engine
+        from session_ledger.workers.scheduler import Worker
 
         # Pre-ping: a worker is not latency-bound, and a connection that died
         # with a database restart is then replaced at checkout, for every
@@ -108,7 +108,7 @@ def worker(
 
 def projector_for(container: Container) -> ProjectorWorker | None:
     """The projection worker over the container's runner (None without Redis)."""
-    from workers.projector import redis_projector
+    from session_ledger.workers.projector import redis_projector
 
     if container.runner is None:
         return None
@@ -119,7 +119,7 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
     import asyncio
     import signal
 
-    from workers.logging import get_logger
+    from session_ledger.workers.logging import get_logger
 
     loop = asyncio.get_running_loop()
     log = get_logger("workers.signals")
@@ -147,8 +147,8 @@ async def worker_health(engine: AsyncEngine, now: datetime | None = None) -> Gro
     from rich.table import Table
     from rich.text import Text
 
-    from workers.health import failing_jobs, latest_by_job, read_health
-    from workers.jobs import JOBS
+    from session_ledger.workers.health import failing_jobs, latest_by_job, read_health
+    from session_ledger.workers.jobs import JOBS
 
     now = now or datetime.now(UTC)
     rows = await read_health(engine)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from api.deps import check_origin
-from api.routes.accounts import accounts_router
-from api.routes.email import email_router
-from api.routes.health import health_router
-from api.routes.history import history_router
-from api.routes.session import session_router
+from session_ledger.api.deps import check_origin
+from session_ledger.api.routes.accounts import accounts_router
+from session_ledger.api.routes.email import email_router
+from session_ledger.api.routes.health import health_router
+from session_ledger.api.routes.history import history_router
+from session_ledger.api.routes.session import session_router
 
 router = APIRouter(prefix="/api/auth", dependencies=[Depends(check_origin)])
 router.include_router(session_router)

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import require_admin
-from api.errors import ApiError
-from api.routes.common import AuthDep, errors, respond
-from ledger.ports import ProviderAccount
+from session_ledger.api.deps import require_admin
+from session_ledger.api.errors import ApiError
+from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.ports import ProviderAccount
 
 accounts_router = APIRouter(prefix="/admin/users", dependencies=[Depends(require_admin)])
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import Auth, finish, get_auth
-from api.errors import NO_STORE, ErrorBody
+from session_ledger.api.deps import Auth, finish, get_auth
+from session_ledger.api.errors import NO_STORE, ErrorBody
 
 
 def auth_of(request: Request) -> Auth:

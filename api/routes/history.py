@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import StoreSession
-from api.routes.common import AuthDep, errors, respond
-from ledger.audit import MAX_POSITION
-from ledger.clock import iso_ms, utc
-from ledger.devices import describe_device
-from ledger.events import (
+from session_ledger.api.deps import StoreSession
+from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.audit import MAX_POSITION
+from session_ledger.ledger.clock import iso_ms, utc
+from session_ledger.ledger.devices import describe_device
+from session_ledger.ledger.events import (
     Event,
     EventMetadata,
     SessionCreated,
@@ -26,7 +26,7 @@ from ledger.events import (
     SignInFailed,
     deserialize,
 )
-from ledger.schema import events as events_table
+from session_ledger.ledger.schema import events as events_table
 
 history_router = APIRouter(tags=["history"])
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from api.deps import (
+from session_ledger.api.deps import (
     AuthSession,
     FreshSession,
     StoreSession,
@@ -24,9 +24,9 @@ from api.deps import (
     request_context,
     resolve,
 )
-from api.errors import ApiError
-from api.routes.common import AuthDep, errors, respond
-from ledger.service import session_json
+from session_ledger.api.errors import ApiError
+from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.service import session_json
 
 session_router = APIRouter(tags=["session"])
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from api.users.errors import EncryptionKeyError
+from session_ledger.api.users.errors import EncryptionKeyError
 
 
 class TokenBox:

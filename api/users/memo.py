@@ -37,9 +37,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from ledger.ports import UserRecord
-from projections.redis_cache import FILL_DEADLINE_SECONDS, USER_RECORD_SECONDS
-from projections.state_codec import decode_user
+from session_ledger.ledger.ports import UserRecord
+from session_ledger.projections.redis_cache import FILL_DEADLINE_SECONDS, USER_RECORD_SECONDS
+from session_ledger.projections.state_codec import decode_user
 
 #: PostgreSQL channel of user changes (payload: comma-separated user ids).
 USERS_CHANNEL = "session_ledger_users"

@@ -23,9 +23,13 @@ from typing import TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from api.users.errors import PasswordTooLongError, PasswordTooShortError, PasswordTooWeakError
-from ledger.config import PasswordSettings
-from ledger.errors import ServerBusyError
+from session_ledger.api.users.errors import (
+    PasswordTooLongError,
+    PasswordTooShortError,
+    PasswordTooWeakError,
+)
+from session_ledger.ledger.config import PasswordSettings
+from session_ledger.ledger.errors import ServerBusyError
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from ledger.schema import metadata
+from session_ledger.ledger.schema import metadata
 
 TS = DateTime(timezone=True)
 

@@ -35,23 +35,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid6 import uuid7
 
-from api.urls import parse_absolute
-from api.users.crypto import TokenBox
-from api.users.errors import (
+from session_ledger.api.urls import parse_absolute
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.errors import (
     InvalidEmailError,
     InvalidEmailOrPasswordError,
     InvalidUserInputError,
     UserAlreadyExistsError,
     UserNotFoundError,
 )
-from api.users.memo import USERS_CHANNEL, UserMemo
-from api.users.passwords import BoundedHashing, PasswordPolicy, hasher_for
-from api.users.schema import accounts, users
-from ledger.clock import Clock, SystemClock, utc
-from ledger.config import PasswordSettings
-from ledger.db import read_standalone, retry_stale, row_decoder
-from ledger.errors import ServerBusyError
-from ledger.ports import ProviderAccount, UserRecord
+from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
+from session_ledger.api.users.passwords import BoundedHashing, PasswordPolicy, hasher_for
+from session_ledger.api.users.schema import accounts, users
+from session_ledger.ledger.clock import Clock, SystemClock, utc
+from session_ledger.ledger.config import PasswordSettings
+from session_ledger.ledger.db import read_standalone, retry_stale, row_decoder
+from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.ports import ProviderAccount, UserRecord
 
 MAX_NAME = 256
 MAX_EMAIL = 320

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from api.bootstrap import Container, build
 from bench.peers.harness import Contender
 from bench.peers.workload import FIELDS, IP, USER_AGENT, Backends, redis_url
-from ledger.config import load_settings
-from ledger.events import Fields
-from ledger.service import RequestContext
-from ledger.session import fold
+from session_ledger.api.bootstrap import Container, build
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.events import Fields
+from session_ledger.ledger.service import RequestContext
+from session_ledger.ledger.session import fold
 
 CTX = RequestContext(ip=IP, user_agent=USER_AGENT)
 OUR_FIELDS: Fields = dict(FIELDS)

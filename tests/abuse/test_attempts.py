@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.users.store import SqlUserStore
-from ledger.audit import AuditLog, attempt_network
-from ledger.clock import ManualClock
-from ledger.integrity import record_digest, verify_ledger
-from ledger.schema import events as events_table
-from projections.replay import replay_table
-from projections.verify import verify_table
+from session_ledger.api.cli import app
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.audit import AuditLog, attempt_network
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.integrity import record_digest, verify_ledger
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.projections.replay import replay_table
+from session_ledger.projections.verify import verify_table
 from tests.abuse.clients import client_at
 from tests.audit.tamper import set_ip
 from tests.http.conftest import PASSWORD, Service, running

@@ -14,14 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.users.crypto import TokenBox
-from api.users.errors import InvalidEmailOrPasswordError
-from api.users.passwords import BoundedHashing
-from api.users.schema import users
-from api.users.store import SqlUserStore
-from ledger.config import PasswordSettings
-from ledger.errors import ServerBusyError
+from session_ledger.api.cli import app
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.errors import InvalidEmailOrPasswordError
+from session_ledger.api.users.passwords import BoundedHashing
+from session_ledger.api.users.schema import users
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.config import PasswordSettings
+from session_ledger.ledger.errors import ServerBusyError
 from tests.http.conftest import PASSWORD, Service
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

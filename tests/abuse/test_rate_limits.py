@@ -15,8 +15,8 @@ import httpx
 import pytest
 from limits.storage import MemoryStorage
 
-from api.rate_limit import SweptMemoryStorage
-from ledger.config import load_settings
+from session_ledger.api.rate_limit import SweptMemoryStorage
+from session_ledger.ledger.config import load_settings
 from tests.abuse.clients import client_at
 from tests.http.conftest import PASSWORD, Service
 from tests.support.redis import RedisProcess
@@ -167,7 +167,9 @@ async def test_redis_down_fails_open_for_the_default_rule_and_closed_for_sign_in
         assert registry.get_sample_value(name, {"outcome": "open"}) >= 1
         assert registry.get_sample_value(name, {"outcome": "closed"}) >= 1
         # One warning line says so; the next ones are counted, not logged.
-        warnings = [r.getMessage() for r in caplog.records if r.name == "api.rate_limit"]
+        warnings = [
+            r.getMessage() for r in caplog.records if r.name == "session_ledger.api.rate_limit"
+        ]
         assert len(warnings) == 1
         assert "rate limit storage failed" in warnings[0]
         assert "sign-in and sign-up closed, the rest open" in warnings[0]

@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.audit import Page, iterate
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.events import RevocationReason
-from ledger.service import RequestContext, SessionLedger
-from ledger.store import EventStore
-from projections.audit_ips import AuditIpProjection
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.audit import Page, iterate
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.events import RevocationReason
+from session_ledger.ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 T = TypeVar("T")
 HOUR = 3600

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.chain import GENESIS, event_hash
+from session_ledger.ledger.chain import GENESIS, event_hash
 from tests.support.chain import raw_rows
 
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import pytest
 from typer.testing import CliRunner, Result
 
-from api.cli import app
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.db import make_engine
-from ledger.events import RevocationReason
-from ledger.integrity import record_digest
-from ledger.service import RequestContext
+from session_ledger.api.cli import app
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import RevocationReason
+from session_ledger.ledger.integrity import record_digest
+from session_ledger.ledger.service import RequestContext
 from tests.audit.history import make_ledger
 from tests.audit.tamper import set_ip
 from tests.support.chain import raw_rows

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from api.users.store import SqlUserStore
-from ledger.clock import ManualClock
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.clock import ManualClock
 from tests.http.conftest import Service, running
 
 ADMIN = "/api/auth/admin/audit"

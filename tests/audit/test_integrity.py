@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.chain import GENESIS
-from ledger.clock import ManualClock
-from ledger.integrity import (
+from session_ledger.ledger.chain import GENESIS
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.integrity import (
     Digest,
     DigestFormatError,
     Problem,
@@ -21,7 +21,7 @@ from ledger.integrity import (
     record_digest,
     verify_ledger,
 )
-from ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.service import RequestContext, SessionLedger
 from tests.audit.history import make_ledger
 from tests.audit.tamper import rehash_stream, set_ip, tamper
 from tests.support.chain import raw_rows

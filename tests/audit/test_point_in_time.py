@@ -15,16 +15,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.audit import AuditLog
-from ledger.clock import ManualClock, utc
-from ledger.config import SessionPolicy
-from ledger.db import make_engine
-from ledger.events import deserialize
-from ledger.service import RequestContext, SessionLedger
-from ledger.session import evolve, is_active
-from ledger.store import EventStore
-from projections.audit_ips import AuditIpProjection
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.audit import AuditLog
+from session_ledger.ledger.clock import ManualClock, utc
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import deserialize
+from session_ledger.ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.session import evolve, is_active
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 from tests.audit.history import EPOCH, WINDOW, collect
 from tests.support.chain import raw_rows
 

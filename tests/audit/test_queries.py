@@ -17,10 +17,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.audit import AuditEntry, AuditLog
-from ledger.clock import ManualClock
-from ledger.db import make_engine
-from ledger.events import RevocationReason
+from session_ledger.ledger.audit import AuditEntry, AuditLog
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import RevocationReason
 from tests.audit.history import (
     ADMIN_ACTOR,
     EPOCH,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from api.cli import app
-from api.cli.base import state
+from session_ledger.api.cli import app
+from session_ledger.api.cli.base import state
 
 SCRIPT = str(Path(sys.executable).parent / "session-ledger")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from api.cli.serve import _warn_if_limits_per_process
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy, load_settings
-from ledger.db import make_engine
+from session_ledger.api.cli.serve import _warn_if_limits_per_process
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy, load_settings
+from session_ledger.ledger.db import make_engine
 from tests.audit.history import make_ledger
 from tests.cli.conftest import cli, console_script
 from tests.e2e.conftest import ROOT, free_port
@@ -148,7 +148,12 @@ def test_uvicorn_alone_says_the_same_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("x = \n")
     env = {"SESSION_LEDGER_CONFIG_FILE": str(tmp_path / "bad.toml")}
     done = console_script(
-        "api.app:app_from_env", "--factory", "--port", "0", env=env, program="uvicorn"
+        "session_ledger.api.app:app_from_env",
+        "--factory",
+        "--port",
+        "0",
+        env=env,
+        program="uvicorn",
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
-from api.cli import app
+from session_ledger.api.cli import app
 from tests.cli.conftest import cli, console_script
 
 #: Libraries a command imports when it runs, never to show help.
@@ -65,7 +65,7 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
     code = (
         "import contextlib, json, sys\n"
         f"sys.argv = ['session-ledger', *{args!r}]\n"
-        "from api.cli import main\n"
+        "from session_ledger.api.cli import main\n"
         "if sys.argv[1:]:\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
         "        main()\n"

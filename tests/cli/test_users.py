@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 
-from api.users.crypto import TokenBox
-from api.users.store import SqlUserStore
-from ledger.clock import ManualClock
-from ledger.db import make_engine
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.db import make_engine
 from tests.cli.conftest import cli
 from tests.http.conftest import CHEAP_HASHER, PASSWORD, Service, running
 

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from ledger.clock import ManualClock
-from ledger.db import make_engine
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.db import make_engine
+from session_ledger.workers.expiry import ExpirySweep
 from tests.support.db import migrate
 from tests.support.deployment import Deployment
 from tests.support.faults import assert_clean, describe
 from tests.support.scenarios import Rig, postgres_killed, postgres_restart
 from tests.workers.conftest import POLICY, create_sessions, expired_counts, make_store
-from workers.expiry import ExpirySweep
 
 
 def failed_sweeps(dep: Deployment, since: float) -> list[str]:

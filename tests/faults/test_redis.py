@@ -11,9 +11,9 @@ import asyncio
 import httpx
 from sqlalchemy import select
 
-from ledger.session import SessionStatus
-from ledger.tokens import hash_token
-from projections.schema import sessions
+from session_ledger.ledger.session import SessionStatus
+from session_ledger.ledger.tokens import hash_token
+from session_ledger.projections.schema import sessions
 from tests.support.deployment import PASSWORD
 from tests.support.faults import assert_clean, describe
 from tests.support.scenarios import (

@@ -21,14 +21,14 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from api.bootstrap import Container, build
-from api.deps import STATE_KEY, Auth
-from api.users.crypto import TokenBox
-from api.users.store import SqlUserStore
-from ledger.clock import Clock, ManualClock
-from ledger.config import Settings, load_settings
-from ledger.db import make_engine
+from session_ledger.api.app import create_app
+from session_ledger.api.bootstrap import Container, build
+from session_ledger.api.deps import STATE_KEY, Auth
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.clock import Clock, ManualClock
+from session_ledger.ledger.config import Settings, load_settings
+from session_ledger.ledger.db import make_engine
 
 BASE_URL = "http://testserver"
 SECRET = "http-test-secret-0123456789abcdef-0123456789"

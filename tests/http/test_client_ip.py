@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection
 
-from api.client_ip import ClientIp
+from session_ledger.api.client_ip import ClientIp
 from tests.http.conftest import BASE_URL
 
 

@@ -13,9 +13,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.revocations import RevocationFeed
-from ledger.clock import ManualClock
-from ledger.tokens import b64url_decode, b64url_encode
+from session_ledger.api.revocations import RevocationFeed
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.tokens import b64url_decode, b64url_encode
 from tests.http.conftest import Service, StatementCounter
 
 DATA = "better-auth.session_data"

@@ -11,9 +11,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from ledger.clock import ManualClock
-from ledger.config import load_settings
-from ledger.errors import ConfigError
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.errors import ConfigError
 from tests.http.conftest import SECRET, Service, cookie_named, set_cookies
 
 TOKEN = "better-auth.session-token"

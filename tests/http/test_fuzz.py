@@ -26,12 +26,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
-from api.app import create_app
-from api.users.crypto import TokenBox
-from api.users.store import SqlUserStore
-from ledger.clock import SystemClock
-from ledger.config import Settings
-from ledger.db import make_engine
+from session_ledger.api.app import create_app
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.clock import SystemClock
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.db import make_engine
 from tests.http.conftest import BASE_URL, PASSWORD, build_container, make_settings
 from tests.support import profile
 

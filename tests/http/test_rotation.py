@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from ledger.clock import ManualClock
-from ledger.events import SessionRevoked
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.events import SessionRevoked
 from tests.http.conftest import BASE_URL, Service, cookie_named
 
 TOKEN = "better-auth.session-token"

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.app import app_from_env
-from ledger.db import make_engine
-from migrations import upgrade
+from session_ledger.api.app import app_from_env
+from session_ledger.ledger.db import make_engine
+from session_ledger.migrations import upgrade
 
 
 @pytest.fixture

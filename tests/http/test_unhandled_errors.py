@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from api.app import install
-from ledger.db import unavailable
+from session_ledger.api.app import install
+from session_ledger.ledger.db import unavailable
 
 
 def _full() -> sqlite3.OperationalError:

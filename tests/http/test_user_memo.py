@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.users.crypto import TokenBox
-from api.users.store import SqlUserStore
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.store import SqlUserStore
 from tests.http.conftest import FERNET_KEY, Service, StatementCounter
 from tests.http.test_cookie_cache import copy_to, eventually
 

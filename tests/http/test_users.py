@@ -11,8 +11,8 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.users.crypto import TokenBox
-from api.users.errors import (
+from session_ledger.api.users.crypto import TokenBox
+from session_ledger.api.users.errors import (
     EncryptionKeyError,
     InvalidEmailOrPasswordError,
     InvalidUserInputError,
@@ -20,9 +20,9 @@ from api.users.errors import (
     UserAlreadyExistsError,
     UserNotFoundError,
 )
-from api.users.schema import accounts, users
-from api.users.store import SqlUserStore
-from ledger.ports import ProviderAccount
+from session_ledger.api.users.schema import accounts, users
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.ports import ProviderAccount
 from tests.http.conftest import FERNET_KEY, PASSWORD
 
 

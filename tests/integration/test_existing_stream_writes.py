@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.audit_schema import audit_ips
-from ledger.clock import ManualClock
-from ledger.errors import ConcurrencyError
-from ledger.events import Event, RevocationReason, SessionRotated
-from ledger.session import (
+from session_ledger.ledger.audit_schema import audit_ips
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.errors import ConcurrencyError
+from session_ledger.ledger.events import Event, RevocationReason, SessionRotated
+from session_ledger.ledger.session import (
     Command,
     Reauthenticate,
     RefreshSession,
@@ -31,11 +31,15 @@ from ledger.session import (
     decide,
     evolve,
 )
-from ledger.store import EventStore, InlineProjection, StreamAppend
-from ledger.writes import PendingEvent, Write
-from projections.audit_ips import AuditIpProjection
-from projections.schema import retired_tokens, sessions
-from projections.session_table import SessionTableProjection, state_from_mapping, state_to_row
+from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
+from session_ledger.ledger.writes import PendingEvent, Write
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.schema import retired_tokens, sessions
+from session_ledger.projections.session_table import (
+    SessionTableProjection,
+    state_from_mapping,
+    state_to_row,
+)
 from tests.integration.test_new_stream_writes import (
     META,
     POLICY,

@@ -16,7 +16,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
 
-from ledger.db import HeldConnections, autocommit, held_connections, make_engine, retry_stale
+from session_ledger.ledger.db import (
+    HeldConnections,
+    autocommit,
+    held_connections,
+    make_engine,
+    retry_stale,
+)
 
 
 @pytest.fixture

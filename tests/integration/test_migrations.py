@@ -13,9 +13,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-import migrations.target
-from ledger.store import EventStore
+import session_ledger.migrations.target
+from session_ledger import migrations
+from session_ledger.ledger.store import EventStore
 from tests.support.events import created, touched
 
 
@@ -114,7 +114,7 @@ async def test_downgrade_to_base_and_upgrade_again(empty_engine: AsyncEngine) ->
 
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return list(compare_metadata(context, migrations.target.target_metadata))
+    return list(compare_metadata(context, session_ledger.migrations.target.target_metadata))
 
 
 async def test_models_and_migrations_do_not_drift(engine: AsyncEngine) -> None:

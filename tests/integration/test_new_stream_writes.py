@@ -19,11 +19,11 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.audit_schema import audit_ips
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.errors import ConcurrencyError
-from ledger.events import (
+from session_ledger.ledger.audit_schema import audit_ips
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.errors import ConcurrencyError
+from session_ledger.ledger.events import (
     Event,
     EventMetadata,
     RecordedEvent,
@@ -31,13 +31,13 @@ from ledger.events import (
     SessionCreated,
     SessionRotated,
 )
-from ledger.session import CreateSession, RevokeSession, RotateToken, decide, evolve
-from ledger.store import EventStore, InlineProjection, StreamAppend
-from projections.audit_ips import AuditIpProjection
-from projections.freshness import parse_changes
-from projections.runner import NotifyOnAppend
-from projections.schema import retired_tokens, sessions
-from projections.session_table import (
+from session_ledger.ledger.session import CreateSession, RevokeSession, RotateToken, decide, evolve
+from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
+from session_ledger.projections.audit_ips import AuditIpProjection
+from session_ledger.projections.freshness import parse_changes
+from session_ledger.projections.runner import NotifyOnAppend
+from session_ledger.projections.schema import retired_tokens, sessions
+from session_ledger.projections.session_table import (
     SessionTableProjection,
     state_from_mapping,
     state_to_row,

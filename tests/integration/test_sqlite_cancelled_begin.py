@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.db import make_engine, writer
-from ledger.store import EventStore
+from session_ledger.ledger.db import make_engine, writer
+from session_ledger.ledger.store import EventStore
 from tests.support.events import created
 
 

@@ -16,12 +16,12 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ledger.config import SessionPolicy
-from ledger.db import autocommit, direct_reads, make_engine, read_standalone
-from ledger.service import SessionLedger
-from ledger.sqlite_reads import DataVersionWatch, DirectReads
-from ledger.store import EventStore
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import autocommit, direct_reads, make_engine, read_standalone
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.sqlite_reads import DataVersionWatch, DirectReads
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 COUNT_EVENTS = "SELECT count(*) FROM ledger_events"
 

@@ -17,16 +17,16 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.chain import event_hash
-from ledger.clock import ManualClock
-from ledger.db import Driver, make_engine
-from ledger.errors import (
+from session_ledger.ledger.chain import event_hash
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.db import Driver, make_engine
+from session_ledger.ledger.errors import (
     ConcurrencyError,
     EventValidationError,
     InvalidAppendError,
     UnknownEventTypeError,
 )
-from ledger.events import (
+from session_ledger.ledger.events import (
     Event,
     EventMetadata,
     RecordedEvent,
@@ -36,8 +36,8 @@ from ledger.events import (
     deserialize,
     validate_event,
 )
-from ledger.schema import events as events_table
-from ledger.store import EventStore, StreamAppend
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.store import EventStore, StreamAppend
 from tests.support.chain import ChainBreak, raw_rows, verify_chain
 from tests.support.events import T0, created, token_hash, touched
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.db import make_engine
-from ledger.events import Event, RecordedEvent
-from ledger.store import EventStore
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import Event, RecordedEvent
+from session_ledger.ledger.store import EventStore
 from tests.support.chain import raw_rows, verify_chain
 from tests.support.events import created, touched
 

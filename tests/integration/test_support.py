@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.chain import GENESIS
-from ledger.clock import ManualClock
-from ledger.store import EventStore
+from session_ledger.ledger.chain import GENESIS
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.store import EventStore
 from tests.support import redis as redis_support
 from tests.support.chain import raw_rows, verify_chain
 from tests.support.db import PgServer, unique_name

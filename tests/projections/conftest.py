@@ -17,15 +17,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.config import RedisSettings, SessionPolicy
-from ledger.service import SessionLedger
-from ledger.store import EventStore
-from projections.cached_read_model import CachedSessionReadModel
-from projections.freshness import CacheFreshness
-from projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from projections.runner import NotifyOnAppend, ProjectionRunner
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import RedisSettings, SessionPolicy
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.cached_read_model import CachedSessionReadModel
+from session_ledger.projections.freshness import CacheFreshness
+from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 from tests.support.redis import RedisProcess
 
 POLICY = SessionPolicy(expires_in=7 * 86400, update_age=86400, rotation_grace=30)

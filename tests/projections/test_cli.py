@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from api.cli import app
-from ledger.db import make_engine
-from ledger.service import SessionLedger
-from ledger.store import EventStore
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.api.cli import app
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 runner = CliRunner()
 

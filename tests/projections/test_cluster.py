@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.tokens import hash_token
-from projections.replay import replay_redis
-from projections.verify import verify_redis
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.tokens import hash_token
+from session_ledger.projections.replay import replay_redis
+from session_ledger.projections.verify import verify_redis
 from tests.projections.conftest import make_harness
 from tests.support.redis import RedisProcess
 

@@ -12,15 +12,15 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.attempts import SignInAttempts
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.db import make_engine
-from ledger.errors import LedgerError
-from ledger.events import SignInFailure
-from ledger.service import RequestContext
-from projections.replay import replay_redis, replay_table
-from projections.verify import verify_redis, verify_table
+from session_ledger.ledger.attempts import SignInAttempts
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.errors import LedgerError
+from session_ledger.ledger.events import SignInFailure
+from session_ledger.ledger.service import RequestContext
+from session_ledger.projections.replay import replay_redis, replay_table
+from session_ledger.projections.verify import verify_redis, verify_table
 from tests.projections.conftest import make_harness
 from tests.projections.test_replay import table_snapshot
 

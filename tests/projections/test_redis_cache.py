@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.session import SessionStatus
-from ledger.tokens import hash_token
-from projections.state_codec import decode_state, encode_state
-from projections.verify import verify_redis, verify_table
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.session import SessionStatus
+from session_ledger.ledger.tokens import hash_token
+from session_ledger.projections.state_codec import decode_state, encode_state
+from session_ledger.projections.verify import verify_redis, verify_table
 from tests.projections.conftest import Harness, make_harness
 
 

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from projections.redis_wire import WireConnection, wire_for
+from session_ledger.projections.redis_wire import WireConnection, wire_for
 from tests.support.redis import RedisProcess
 
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.session import SessionState
-from projections.replay import SHADOW, TABLE_CHECKPOINT, replay_redis, replay_table
-from projections.schema import projection_checkpoints, retired_tokens, sessions
-from projections.session_table import state_from_row
-from projections.verify import verify_redis, verify_table
+from session_ledger.ledger.session import SessionState
+from session_ledger.projections.replay import SHADOW, TABLE_CHECKPOINT, replay_redis, replay_table
+from session_ledger.projections.schema import projection_checkpoints, retired_tokens, sessions
+from session_ledger.projections.session_table import state_from_row
+from session_ledger.projections.verify import verify_redis, verify_table
 from tests.projections.conftest import Harness, make_harness
 
 

@@ -20,8 +20,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ledger.config import SessionPolicy
-from ledger.errors import (
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.errors import (
     InvalidCommandError,
     InvalidTransitionError,
     SessionAlreadyExistsError,
@@ -29,8 +29,8 @@ from ledger.errors import (
     SessionError,
     SessionNotFoundError,
 )
-from ledger.events import Event, RevocationReason, SignInFailed, SignInFailure
-from ledger.session import (
+from session_ledger.ledger.events import Event, RevocationReason, SignInFailed, SignInFailure
+from session_ledger.ledger.session import (
     Command,
     CreateSession,
     ExpireSession,
@@ -49,7 +49,7 @@ from ledger.session import (
     is_active,
     is_fresh,
 )
-from ledger.tokens import hash_token
+from session_ledger.ledger.tokens import hash_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 IPS = st.sampled_from([None, "10.0.0.1", "10.0.0.2"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.service import SessionLedger
-from ledger.store import EventStore
-from projections.session_table import SessionTableProjection, SqlSessionReadModel
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 
 def make_ledger(

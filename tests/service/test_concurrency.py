@@ -7,9 +7,9 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.service import SessionLedger
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.service import SessionLedger
 from tests.service.conftest import make_ledger
 
 DAY = 86400

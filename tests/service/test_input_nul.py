@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.errors import InvalidCommandError, SessionNotFoundError
-from ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.errors import InvalidCommandError, SessionNotFoundError
+from session_ledger.ledger.service import RequestContext, SessionLedger
 
 
 async def test_revoke_sessions_refuses_a_nul_id(ledger: SessionLedger) -> None:

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.service import SessionLedger
-from ledger.session import ExpireSession, SessionState, decide
-from ledger.tokens import hash_token
-from projections.session_table import SqlSessionReadModel
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.session import ExpireSession, SessionState, decide
+from session_ledger.ledger.tokens import hash_token
+from session_ledger.projections.session_table import SqlSessionReadModel
 from tests.service.conftest import make_ledger
 
 

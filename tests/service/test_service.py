@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.errors import InvalidCommandError, SessionNotFoundError
-from ledger.events import RevocationReason, SessionRevoked
-from ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.errors import InvalidCommandError, SessionNotFoundError
+from session_ledger.ledger.events import RevocationReason, SessionRevoked
+from session_ledger.ledger.service import RequestContext, SessionLedger
 from tests.service.conftest import make_ledger
 
 DAY = 86400

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.chain import GENESIS, event_hash
-from ledger.events import RecordedEvent, serialize
-from ledger.schema import events as events_table
+from session_ledger.ledger.chain import GENESIS, event_hash
+from session_ledger.ledger.events import RecordedEvent, serialize
+from session_ledger.ledger.schema import events as events_table
 
 
 @dataclass(frozen=True)

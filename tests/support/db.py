@@ -17,8 +17,8 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
-import migrations
-from ledger.db import make_engine
+from session_ledger import migrations
+from session_ledger.ledger.db import make_engine
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from ledger.config import Settings, load_settings
-from ledger.tokens import Signer
+from session_ledger.ledger.config import Settings, load_settings
+from session_ledger.ledger.tokens import Signer
 from tests.support.redis import free_port
 
 CLI = str(Path(sys.executable).parent / "session-ledger")

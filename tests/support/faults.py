@@ -27,16 +27,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid6 import uuid7
 
-from api.bootstrap import build
-from api.users.store import SqlUserStore
-from ledger.events import EventMetadata
-from ledger.integrity import verify_ledger
-from ledger.schema import events as events_table
-from ledger.session import CreateSession, decide
-from ledger.store import StreamAppend
-from ledger.tokens import hash_token, new_token
-from projections.redis_cache import RedisSessionCache
-from projections.verify import verify_redis, verify_table
+from session_ledger.api.bootstrap import build
+from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger.events import EventMetadata
+from session_ledger.ledger.integrity import verify_ledger
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.session import CreateSession, decide
+from session_ledger.ledger.store import StreamAppend
+from session_ledger.ledger.tokens import hash_token, new_token
+from session_ledger.projections.redis_cache import RedisSessionCache
+from session_ledger.projections.verify import verify_redis, verify_table
 from tests.support.deployment import Deployment, wait_until
 from tests.support.load import CHEAP_HASHER, Load, lost_actions
 

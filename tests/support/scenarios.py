@@ -21,10 +21,10 @@ from redis.exceptions import ResponseError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.config import RedisSettings
-from ledger.db import make_engine
-from ledger.schema import events as events_table
-from projections.redis_cache import RedisSessionCache
+from session_ledger.ledger.config import RedisSettings
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.projections.redis_cache import RedisSessionCache
 from tests.support.db import migrate, sqlite_file_url
 from tests.support.deployment import Deployment, Process, wait_healthy, wait_until
 from tests.support.faults import Canary, Outcome, Step, run_scenario, short_sessions

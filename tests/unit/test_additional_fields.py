@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.config import AdditionalField, load_settings
-from ledger.errors import ConfigError
+from session_ledger.ledger.config import AdditionalField, load_settings
+from session_ledger.ledger.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.chain import GENESIS, canonical_json, event_hash, event_hash_from_json, timestamp
+from session_ledger.ledger.chain import (
+    GENESIS,
+    canonical_json,
+    event_hash,
+    event_hash_from_json,
+    timestamp,
+)
 
 json_values = st.recursive(
     st.none()

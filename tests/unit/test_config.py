@@ -11,8 +11,8 @@ from typing import Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from ledger.config import RateLimitRule, Settings, load_settings
-from ledger.errors import ConfigError
+from session_ledger.ledger.config import RateLimitRule, Settings, load_settings
+from session_ledger.ledger.errors import ConfigError
 
 SECRET = "s" * 16 + "0123456789abcdef"
 OTHER = "o" * 16 + "fedcba9876543210"

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from api.cookie_cache import CookieCache
-from api.cookies import CookieJar
-from ledger.config import load_settings
-from ledger.tokens import Signer
+from session_ledger.api.cookie_cache import CookieCache
+from session_ledger.api.cookies import CookieJar
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.tokens import Signer
 
 SECRET = "cookie-cache-format-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 27, 21, 0, 0, 123456, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from ledger.errors import ConfigError
-from ledger.failures import describe_failure
+from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.failures import describe_failure
 
 PG = "postgresql+asyncpg://app:secret@db.internal:6432/ledger"
 SQLITE = "sqlite+aiosqlite:////srv/app/ledger.db"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from ledger.events import EventMetadata, RecordedEvent
-from ledger.session import SessionState, SessionStatus
-from projections.freshness import MAX_ENTRIES, RETAIN_SECONDS, CacheFreshness, parse_changes
+from session_ledger.ledger.events import EventMetadata, RecordedEvent
+from session_ledger.ledger.session import SessionState, SessionStatus
+from session_ledger.projections.freshness import (
+    MAX_ENTRIES,
+    RETAIN_SECONDS,
+    CacheFreshness,
+    parse_changes,
+)
 from tests.support.events import T0, touched
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from api.users.errors import PasswordTooLongError, PasswordTooShortError, PasswordTooWeakError
-from api.users.passwords import PasswordPolicy
-from ledger.config import PasswordSettings
+from session_ledger.api.users.errors import (
+    PasswordTooLongError,
+    PasswordTooShortError,
+    PasswordTooWeakError,
+)
+from session_ledger.api.users.passwords import PasswordPolicy
+from session_ledger.ledger.config import PasswordSettings
 
 POLICY = PasswordPolicy(PasswordSettings())
 

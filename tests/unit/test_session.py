@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ledger.config import SessionPolicy
-from ledger.errors import (
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.errors import (
     InvalidCommandError,
     InvalidTokenError,
     InvalidTransitionError,
@@ -25,7 +25,7 @@ from ledger.errors import (
     SessionNotFoundError,
     SessionNotFreshError,
 )
-from ledger.events import (
+from session_ledger.ledger.events import (
     Event,
     ExpiryReason,
     RevocationReason,
@@ -38,7 +38,7 @@ from ledger.events import (
     SessionTouched,
     SessionUpdated,
 )
-from ledger.session import (
+from session_ledger.ledger.session import (
     Command,
     CreateSession,
     ExpireSession,
@@ -59,7 +59,7 @@ from ledger.session import (
     is_fresh,
     require_fresh,
 )
-from ledger.tokens import hash_token
+from session_ledger.ledger.tokens import hash_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = SessionPolicy(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import ledger.config
-from api.signing_secrets import read_or_create, signing_secrets
-from ledger.config import load_settings
-from ledger.errors import ConfigError
+import session_ledger.ledger.config
+from session_ledger.api.signing_secrets import read_or_create, signing_secrets
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.errors import ConfigError
 
 GOOD = "Jq3v9Lx0pT7wRk2mZs8Ne4Hb6Yc1Ud5F"
 
@@ -24,7 +24,7 @@ def sqlite(tmp_path: Path) -> str:
 
 
 def test_no_secret_lives_in_the_source() -> None:
-    assert not hasattr(ledger.config, "DEVELOPMENT_SECRET")
+    assert not hasattr(session_ledger.ledger.config, "DEVELOPMENT_SECRET")
     assert load_settings(environment="development").secret_values == []
 
 

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from ledger.errors import ConfigError
-from ledger.tokens import (
+from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.tokens import (
     Signer,
     b64url_decode,
     b64url_encode,

@@ -9,9 +9,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from api.users.memo import CACHED_RECORD_MARGIN, UserMemo
-from ledger.ports import UserRecord
-from projections.state_codec import encode_user
+from session_ledger.api.users.memo import CACHED_RECORD_MARGIN, UserMemo
+from session_ledger.ledger.ports import UserRecord
+from session_ledger.projections.state_codec import encode_user
 
 ADA = UserRecord(id="ada", email="ada@example.com")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.validated_sessions import ValidatedSessions
+from session_ledger.api.validated_sessions import ValidatedSessions
 
 
 def test_only_the_exact_pair_is_vouched_for() -> None:

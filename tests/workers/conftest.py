@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy
-from ledger.events import TERMINAL_EVENT_TYPES, EventMetadata
-from ledger.schema import events as events_table
-from ledger.session import CreateSession, decide
-from ledger.store import EventStore, StreamAppend
-from projections.schema import sessions
-from projections.session_table import SessionTableProjection
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, EventMetadata
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.session import CreateSession, decide
+from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.projections.schema import sessions
+from session_ledger.projections.session_table import SessionTableProjection
 
 #: Short lifetimes so that tests move the clock by minutes, not days.
 POLICY = SessionPolicy(

@@ -12,13 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from ledger.clock import ManualClock, utc
-from ledger.config import SessionPolicy
-from ledger.db import make_engine
-from ledger.events import EventMetadata, RevocationReason, SessionRefreshed
-from ledger.schema import events as events_table
-from ledger.service import SessionLedger
-from ledger.session import (
+from session_ledger.ledger.clock import ManualClock, utc
+from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.events import EventMetadata, RevocationReason, SessionRefreshed
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.service import SessionLedger
+from session_ledger.ledger.session import (
     RefreshSession,
     RevokeSession,
     SessionState,
@@ -28,8 +28,10 @@ from ledger.session import (
     decide_validation,
     fold,
 )
-from ledger.store import EventStore
-from projections.session_table import SqlSessionReadModel
+from session_ledger.ledger.store import EventStore
+from session_ledger.projections.session_table import SqlSessionReadModel
+from session_ledger.workers.expiry import ExpirySweep
+from session_ledger.workers.metrics import WorkerMetrics
 from tests.support.chain import raw_rows, verify_chain
 from tests.workers.conftest import (
     create_sessions,
@@ -39,8 +41,6 @@ from tests.workers.conftest import (
     session_rows,
     terminal_counts,
 )
-from workers.expiry import ExpirySweep
-from workers.metrics import WorkerMetrics
 
 
 async def _state(store: EventStore, sid: str) -> SessionState:

@@ -15,15 +15,15 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from api.bootstrap import build
-from api.cli.worker import projector_for
-from ledger.clock import ManualClock
-from ledger.config import load_settings
+from session_ledger.api.bootstrap import build
+from session_ledger.api.cli.worker import projector_for
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import load_settings
+from session_ledger.workers.health import Heartbeats, JobStates, failing_jobs, read_health
+from session_ledger.workers.scheduler import Worker
 from tests.cli.conftest import cli, console_script
 from tests.support.db import migrate
 from tests.support.redis import free_port
-from workers.health import Heartbeats, JobStates, failing_jobs, read_health
-from workers.scheduler import Worker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,15 +10,15 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.bootstrap import Container, build
-from ledger.clock import ManualClock
-from ledger.config import SessionPolicy, load_settings
+from session_ledger.api.bootstrap import Container, build
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.config import SessionPolicy, load_settings
+from session_ledger.workers.health import Heartbeats, latest_by_job, read_health
+from session_ledger.workers.leader import AdvisoryLockLeader, SingleProcessLeader, leadership_for
+from session_ledger.workers.metrics import WorkerMetrics
+from session_ledger.workers.scheduler import Worker
 from tests.support.redis import free_port
 from tests.workers.conftest import create_sessions, expired_counts
-from workers.health import Heartbeats, latest_by_job, read_health
-from workers.leader import AdvisoryLockLeader, SingleProcessLeader, leadership_for
-from workers.metrics import WorkerMetrics
-from workers.scheduler import Worker
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from ledger.events import TERMINAL_EVENT_TYPES
-from ledger.schema import events as events_table
-from projections.schema import sessions
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.events import TERMINAL_EVENT_TYPES
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.projections.schema import sessions
+from session_ledger.workers.health import latest_by_job, read_health
 from tests.support import profile
 from tests.support.chain import raw_rows, verify_chain
 from tests.workers.conftest import create_sessions, expired_counts, make_store, terminal_counts
-from workers.health import latest_by_job, read_health
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import text
 
-from api.bootstrap import Container, build
-from ledger.config import load_settings
-from ledger.db import make_engine
-from projections.verify import verify_redis
+from session_ledger.api.bootstrap import Container, build
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.db import make_engine
+from session_ledger.projections.verify import verify_redis
+from session_ledger.workers.leader import PROJECTOR_LOCK_KEY, AdvisoryLockLeader
+from session_ledger.workers.metrics import WorkerMetrics
+from session_ledger.workers.projector import Backoff, ProjectorWorker, redis_projector
 from tests.support.db import unique_name
 from tests.support.redis import RedisProcess
-from workers.leader import PROJECTOR_LOCK_KEY, AdvisoryLockLeader
-from workers.metrics import WorkerMetrics
-from workers.projector import Backoff, ProjectorWorker, redis_projector
 
 pytestmark = [pytest.mark.pg, pytest.mark.redis]
 

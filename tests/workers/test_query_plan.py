@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.clock import ManualClock
-from projections.schema import sessions
-from workers.expiry import due_sessions_query
+from session_ledger.ledger.clock import ManualClock
+from session_ledger.projections.schema import sessions
+from session_ledger.workers.expiry import due_sessions_query
 
 INDEX = "ix_sessions_active_expires_at"
 
