@@ -29,6 +29,12 @@ SERVER_OPTIONS = (
     "-c max_connections=200 -c shared_buffers=32MB -c listen_addresses=127.0.0.1 "
     "-c unix_socket_directories={socket_dir} -c port={port}"
 )
+#: A server as durable as a production one (fsync, full page writes): what a
+#: benchmark of commits must pay for.
+DURABLE_SERVER_OPTIONS = (
+    "-c max_connections=200 -c shared_buffers=128MB -c listen_addresses=127.0.0.1 "
+    "-c unix_socket_directories={socket_dir} -c port={port}"
+)
 
 
 def _bin_dir() -> Path:
@@ -44,8 +50,10 @@ def _bin_dir() -> Path:
 class PostgresProcess:
     """A throw-away PostgreSQL cluster in its own directory."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, options: str = SERVER_OPTIONS) -> None:
         self.bin = _bin_dir()
+        #: ``postgres -o`` options, with ``{socket_dir}`` and ``{port}`` to fill.
+        self.options = options
         self._tmp = None
         if workdir is None:
             # Under /tmp, not pytest's tmp_path: the postgres user must reach it.
@@ -88,7 +96,7 @@ class PostgresProcess:
         )
 
     def start(self) -> None:
-        options = SERVER_OPTIONS.format(socket_dir=self.socket_dir, port=self.port)
+        options = self.options.format(socket_dir=self.socket_dir, port=self.port)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
         self.wait_ready()
 
@@ -97,7 +105,7 @@ class PostgresProcess:
 
     def restart(self, mode: str = "fast") -> None:
         """``pg_ctl restart -m <mode>``: every connection is cut."""
-        options = SERVER_OPTIONS.format(socket_dir=self.socket_dir, port=self.port)
+        options = self.options.format(socket_dir=self.socket_dir, port=self.port)
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-m", mode,
             "-w", "restart",
