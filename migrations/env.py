@@ -10,7 +10,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from session_ledger.migrations.target import target_metadata
+from session_ledger.migrations.target import include_object, target_metadata
 
 config = context.config
 
@@ -21,6 +21,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

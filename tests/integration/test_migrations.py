@@ -113,8 +113,10 @@ async def test_downgrade_to_base_and_upgrade_again(empty_engine: AsyncEngine) ->
 
 
 def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return list(compare_metadata(context, session_ledger.migrations.target.target_metadata))
+    target = session_ledger.migrations.target
+    opts = {"compare_type": True, "include_object": target.include_object(connection.dialect.name)}
+    context = MigrationContext.configure(connection, opts=opts)
+    return list(compare_metadata(context, target.target_metadata))
 
 
 async def test_models_and_migrations_do_not_drift(engine: AsyncEngine) -> None:
