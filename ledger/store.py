@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
@@ -74,6 +74,27 @@ _HEADS = select(events_table.c.stream_id, events_table.c.stream_version, events_
     .where(_latest.c.stream_id == events_table.c.stream_id)
     .scalar_subquery(),
 )
+
+
+class Head(NamedTuple):
+    """A stream's last event: its version and hash."""
+
+    version: int
+    hash: str
+
+
+class EventRow(NamedTuple):
+    """One ``ledger_events`` row of an append, hashed, before its position
+    is known (meta and recorded_at are the append's, see _Rows)."""
+
+    stream_id: str
+    stream_version: int
+    type: str
+    schema_version: int
+    data: str
+    user_id: str | None
+    prev_hash: str
+    hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +251,7 @@ class EventStore:
         a stream is not at its expected version (new streams are checked by
         the insert itself)."""
         existing = [a for a in appends if a.expected_version > 0]
-        heads: dict[str, tuple[int, str]] = {}
+        heads: dict[str, Head] = {}
         if len(existing) == 1:
             # The per-request case (a refresh, a revoke): one statement on its
             # own (ledger.db.read_standalone).
@@ -238,7 +259,7 @@ class EventStore:
             sql = _HEAD_PG if self._dialect == "postgresql" else _HEAD_SQLITE
             rows = await retry_stale(lambda: read_standalone(self._reader, sql, (stream_id,)))
             if rows:
-                heads[stream_id] = (rows[0][0], rows[0][1])
+                heads[stream_id] = Head(rows[0][0], rows[0][1])
         elif existing:
             async with self._reader.connect() as conn:
                 heads = await _stream_heads(conn, [a.stream_id for a in existing])
@@ -247,7 +268,7 @@ class EventStore:
             if a.expected_version == 0:
                 hashes[a.stream_id] = GENESIS
                 continue
-            version, head_hash = heads.get(a.stream_id, (0, GENESIS))
+            version, head_hash = heads.get(a.stream_id, _NO_HEAD)
             if version != a.expected_version:
                 raise ConcurrencyError(a.stream_id, a.expected_version, version)
             hashes[a.stream_id] = head_hash
@@ -421,7 +442,7 @@ class EventStore:
     async def stream_version(self, stream_id: str) -> int:
         async with self.engine.connect() as conn:
             heads = await _stream_heads(conn, [stream_id])
-        return heads.get(stream_id, (0, GENESIS))[0]
+        return heads.get(stream_id, _NO_HEAD).version
 
     async def count_by_type(self) -> dict[str, int]:
         query = select(events_table.c.type, func.count()).group_by(events_table.c.type)
@@ -458,17 +479,20 @@ def _check_appends(appends: Sequence[StreamAppend]) -> None:
             raise InvalidAppendError(f"stream {a.stream_id!r}: no events to append")
 
 
-async def _stream_heads(conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
-    """Current (version, hash) of each existing stream."""
+_NO_HEAD = Head(0, GENESIS)
+
+
+async def _stream_heads(conn: AsyncConnection, stream_ids: list[str]) -> dict[str, Head]:
+    """Current head of each existing stream."""
     result = await conn.execute(_HEADS, {"ids": stream_ids})
-    return {row.stream_id: (row.stream_version, row.hash) for row in result}
+    return {row.stream_id: Head(row.stream_version, row.hash) for row in result}
 
 
 async def _conflict(conn: AsyncConnection, appends: Sequence[StreamAppend]) -> ConcurrencyError:
     """Name the first stream that is not where its append expected it."""
     heads = await _stream_heads(conn, [a.stream_id for a in appends])
     for a in appends:
-        actual = heads.get(a.stream_id, (0, GENESIS))[0]
+        actual = heads.get(a.stream_id, _NO_HEAD).version
         if actual != a.expected_version:
             return ConcurrencyError(a.stream_id, a.expected_version, actual)
     # Everything matches now: the competing transaction rolled back meanwhile.
@@ -565,8 +589,7 @@ class _Rows:
     metadata: EventMetadata
     meta_json: str
     recorded_at: datetime
-    #: (stream_id, version, type, schema_version, data JSON, user_id, prev, hash)
-    rows: list[tuple[str, int, str, int, str, str | None, str, str]]
+    rows: list[EventRow]
 
     @classmethod
     def build(
@@ -595,17 +618,27 @@ class _Rows:
                     user_id=a.user_id,
                     recorded_at=stamp,
                 )
-                row = (a.stream_id, version, event_type, schema_version, data_json, a.user_id)
-                rows.append((*row, prev_hash, digest))
+                rows.append(
+                    EventRow(
+                        a.stream_id,
+                        version,
+                        event_type,
+                        schema_version,
+                        data_json,
+                        a.user_id,
+                        prev_hash,
+                        digest,
+                    )
+                )
                 prev_hash = digest
         metadata = EventMetadata.model_validate(meta)  # exactly what is stored
         return cls(prepared, metadata, meta_json, recorded_at, rows)
 
     def keys(self) -> list[tuple[str, int]]:
-        return [(r[0], r[1]) for r in self.rows]
+        return [(r.stream_id, r.stream_version) for r in self.rows]
 
     def hashes(self) -> dict[tuple[str, int], str]:
-        return {(r[0], r[1]): r[7] for r in self.rows}
+        return {(r.stream_id, r.stream_version): r.hash for r in self.rows}
 
     def statements(self, dialect: str) -> int:
         """How many statements :meth:`chunks` makes."""
@@ -626,19 +659,10 @@ class _Rows:
             chunk = self.rows[start : start + _SQLITE_CHUNK_ROWS]
             params: list[Any] = []
             first: dict[str, int] = {}
-            for (
-                stream_id,
-                version,
-                event_type,
-                schema_version,
-                data,
-                user_id,
-                prev,
-                digest,
-            ) in chunk:
-                params += (stream_id, version, event_type, schema_version, data)
-                params += (self.meta_json, user_id, stamp, prev, digest)
-                first.setdefault(stream_id, version)
+            for r in chunk:
+                params += (r.stream_id, r.stream_version, r.type, r.schema_version, r.data)
+                params += (self.meta_json, r.user_id, stamp, r.prev_hash, r.hash)
+                first.setdefault(r.stream_id, r.stream_version)
             for guard in first.items():
                 params += guard
             statements.append((_sqlite_insert(len(chunk), len(first)), tuple(params), len(chunk)))
@@ -648,10 +672,10 @@ class _Rows:
         metadata = self.metadata
         events = [event for p in self.prepared for event, *_ in p.events]
         return [
-            PendingEvent(stream_id, version, event, metadata, user_id, self.recorded_at)
-            for (stream_id, version, *_, user_id, _, _), event in zip(
-                self.rows, events, strict=True
+            PendingEvent(
+                r.stream_id, r.stream_version, event, metadata, r.user_id, self.recorded_at
             )
+            for r, event in zip(self.rows, events, strict=True)
         ]
 
     def recorded(self, positions: dict[tuple[str, int], int]) -> list[RecordedEvent]:
@@ -659,19 +683,17 @@ class _Rows:
         events = [event for p in self.prepared for event, *_ in p.events]
         recorded = [
             RecordedEvent(
-                position=positions[(stream_id, version)],
-                stream_id=stream_id,
-                stream_version=version,
+                position=positions[(r.stream_id, r.stream_version)],
+                stream_id=r.stream_id,
+                stream_version=r.stream_version,
                 event=event,
                 metadata=metadata,
-                user_id=user_id,
+                user_id=r.user_id,
                 recorded_at=self.recorded_at,
-                prev_hash=prev,
-                hash=digest,
+                prev_hash=r.prev_hash,
+                hash=r.hash,
             )
-            for (stream_id, version, _, _, _, user_id, prev, digest), event in zip(
-                self.rows, events, strict=True
-            )
+            for r, event in zip(self.rows, events, strict=True)
         ]
         recorded.sort(key=lambda r: r.position)
         return recorded
