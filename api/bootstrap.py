@@ -8,7 +8,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.api.revocations import PgRevocationNotifier
 from session_ledger.api.users.crypto import TokenBox
 from session_ledger.api.users.store import SqlUserStore
 from session_ledger.ledger.clock import Clock, SystemClock
@@ -17,11 +16,13 @@ from session_ledger.ledger.db import make_engine
 from session_ledger.ledger.ports import SessionReadModel, UserStore
 from session_ledger.ledger.service import SessionCallback, SessionLedger
 from session_ledger.ledger.store import EventStore
+from session_ledger.ledger.writes import Projection
 from session_ledger.migrations import upgrade
 from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.cached_read_model import CachedSessionReadModel
 from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
+from session_ledger.projections.revocation_notify import RevocationNotifier
 from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
@@ -67,17 +68,16 @@ async def build(
     if users is None and builtin_users:
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         users = SqlUserStore(engine, TokenBox(key), clock=clock, password=settings.password)
-    store = EventStore(
-        engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
-    )
-    if engine.dialect.name == "postgresql":
-        # NOTIFY in the append transaction: other processes' revocation
-        # feeds, and (ledger_events) the runner and every process's Redis
-        # freshness. Sent by every writer, with Redis configured or not: a
-        # writer that changed sessions without saying so would leave the
-        # others believing a cache it did not update.
-        store.inline_projections += [PgRevocationNotifier(), NotifyOnAppend()]
-    read_model: SessionReadModel = SqlSessionReadModel(engine)
+    # The NOTIFYs (PostgreSQL's recorder sends them with the append; the
+    # others have none): other processes' revocation feeds, and
+    # (ledger_events) the runner and every process's Redis freshness. Sent by
+    # every writer, with Redis configured or not: a writer that changed
+    # sessions without saying so would leave the others believing a cache it
+    # did not update.
+    projections: list[Projection] = [SessionTableProjection(), AuditIpProjection()]
+    projections += [RevocationNotifier(), NotifyOnAppend()]
+    store = EventStore(engine, clock=clock, inline_projections=projections)
+    read_model: SessionReadModel = SqlSessionReadModel(store.recorder)
     redis_client, runner, freshness = None, None, None
     if settings.redis.url:
         redis_client, runner, cached = _redis_cache(settings, engine, store, clock, users)

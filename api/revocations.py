@@ -11,7 +11,8 @@ How revocations reach the set:
 
 * this process: directly, from :attr:`EventStore.after_commit`;
 * other processes on PostgreSQL: ``NOTIFY`` sent *inside* the append
-  transaction by :class:`PgRevocationNotifier` (an inline projection), so a
+  transaction by :class:`~projections.revocation_notify.RevocationNotifier`
+  (an inline projection), so a
   notification goes out exactly when, and only if, the revocation commits;
   each process ``LISTEN``s on a dedicated asyncpg connection;
 * other processes on SQLite (the embedded default): a poller follows the
@@ -50,9 +51,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
 from session_ledger.ledger.clock import Clock
@@ -60,17 +61,14 @@ from session_ledger.ledger.db import Driver, make_engine, pooled
 from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
-from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
 from session_ledger.projections.freshness import CacheFreshness, parse_changes
+from session_ledger.projections.revocation_notify import CHANNEL, ended_session_ids
 from session_ledger.projections.runner import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "session_ledger_revocations"
 #: Entries are kept this much longer than max_age (clock skew between processes).
 MARGIN = timedelta(seconds=60)
-#: NOTIFY payloads must stay under 8000 bytes.
-NOTIFY_BATCH = 150
 RECONNECT_DELAY = 0.5
 KEEPALIVE = 5.0
 #: How often the SQLite feed looks for commits (PRAGMA data_version).
@@ -84,33 +82,6 @@ _TAIL = (
     f"SELECT position, stream_id, stream_version, type FROM {events_table.name} "  # noqa: S608
     f"WHERE position > ? ORDER BY position LIMIT {TAIL_LIMIT}"
 )
-
-
-def ended_session_ids(recorded: Iterable[RecordedEvent | PendingEvent]) -> list[str]:
-    return [r.stream_id for r in recorded if r.type in TERMINAL_EVENT_TYPES]
-
-
-class PgRevocationNotifier(WritesFromEvents):
-    """Inline projection: ``pg_notify`` in the append transaction (delivered on commit)."""
-
-    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        for notify in _notifications(recorded):
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": notify.channel, "payload": notify.payload},
-            )
-
-    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
-        """The same notifications for new streams, as data (see ledger.writes)."""
-        return list(_notifications(pending))
-
-
-def _notifications(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[Notify]:
-    ids = ended_session_ids(recorded)
-    return [
-        Notify(CHANNEL, ",".join(ids[i : i + NOTIFY_BATCH]))
-        for i in range(0, len(ids), NOTIFY_BATCH)
-    ]
 
 
 class RevocationFeed:

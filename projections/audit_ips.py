@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from session_ledger.ledger.audit_schema import audit_ips, ip_key
-from session_ledger.ledger.events import RecordedEvent, SessionCreated, SessionTouched, SignInFailed
-from session_ledger.ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
+from session_ledger.ledger.events import SessionCreated, SessionTouched, SignInFailed
+from session_ledger.ledger.writes import FromEvents, Insert, Projected, Rows, Write
 
 
-def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str, Any]]:
+def sightings(recorded: Sequence[Projected]) -> list[dict[str, Any]]:
     """One ``audit_ips`` row per event that saw its session, or a failed
     sign-in (its ``session_id`` is then the attempt's stream), at an address."""
     rows: list[dict[str, Any]] = []
@@ -38,16 +36,10 @@ def sightings(recorded: Sequence[RecordedEvent | PendingEvent]) -> list[dict[str
     return rows
 
 
-class AuditIpProjection(WritesFromEvents):
+class AuditIpProjection(FromEvents):
     """Keeps ``audit_ips`` in step with the ledger (EventStore inline projection)."""
 
-    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        rows = sightings(recorded)
-        if rows:
-            await conn.execute(audit_ips.insert(), rows)
-
-    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
-        """The same rows for new streams, as data (see ledger.writes); the
-        position is filled in by the append."""
-        rows = sightings(pending)
+    def writes(self, events: Sequence[Projected], prior: Rows, *, locked: bool) -> list[Write]:
+        """The position is filled in by the append."""
+        rows = sightings(events)
         return [Insert(audit_ips, rows)] if rows else []

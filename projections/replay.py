@@ -54,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.db import is_sqlite, writer
 from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize_json
+from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
@@ -254,6 +255,7 @@ async def replay_table(
     shadow_sessions = shadow_table(sessions, shadow_md, postgres=postgres)
     shadow_retired = shadow_table(retired_tokens, shadow_md, postgres=postgres)
     projection = SessionTableProjection(shadow_sessions, shadow_retired)
+    recorder = recorder_for(engine)
     write = writer(engine)
 
     async with write.begin() as conn:
@@ -278,7 +280,7 @@ async def replay_table(
                 break  # small tail: finish under the append lock
             reading = asyncio.create_task(read_batch(engine, batch[-1].position, batch_size))
             async with write.begin() as conn:
-                await projection.apply(conn, batch)
+                await recorder.project_in(conn, [projection], batch)
                 position = batch[-1].position
                 await _set_checkpoint(conn, TABLE_CHECKPOINT, position, clock)
             applied += len(batch)
@@ -294,7 +296,7 @@ async def replay_table(
     async with write.begin() as conn:
         await _lock_appends(conn)
         while batch := await read_batch(engine, position, batch_size):
-            await projection.apply(conn, batch)
+            await recorder.project_in(conn, [projection], batch)
             position = batch[-1].position
             applied += len(batch)
             progress.advance(len(batch))

@@ -20,30 +20,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TypeVar
 
 import asyncpg
 from redis.exceptions import RedisError
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from session_ledger.ledger.events import RecordedEvent
 from session_ledger.ledger.store import EventStore
-from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
+from session_ledger.ledger.writes import FromEvents, Notify, PositionOf, Projected, Rows, Write
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "ledger_events"
-E = TypeVar("E", RecordedEvent, PendingEvent)
 
 
 #: Sessions per notification: a payload must stay under 8000 bytes.
 NOTIFY_STREAMS = 150
 
 
-class NotifyOnAppend(WritesFromEvents):
+class NotifyOnAppend(FromEvents):
     """Inline projection (runs in the append transaction) that sends
     ``NOTIFY <channel>, '<last position> <session>:<version>,...'`` (one
     per NOTIFY_STREAMS sessions, each with the last position of its own
@@ -54,23 +49,18 @@ class NotifyOnAppend(WritesFromEvents):
     def __init__(self, channel: str = CHANNEL) -> None:
         self.channel = channel
 
-    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        if conn.dialect.name != "postgresql" or not recorded:
-            return
-        for last, suffix in _chunks(recorded):
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": self.channel, "payload": f"{last.position}{suffix}"},
-            )
-
-    def new_stream_writes(self, pending: Sequence[PendingEvent]) -> list[Write]:
-        """The same notifications, as data (see ledger.writes): ``pending``
-        is in the order positions are drawn, so a chunk's last event gets
-        its highest."""
-        return [Notify(self.channel, last.position, suffix) for last, suffix in _chunks(pending)]
+    def writes(self, events: Sequence[Projected], prior: Rows, *, locked: bool) -> list[Write]:
+        """``events`` are in the order positions are drawn, so a chunk's
+        last event gets its highest."""
+        notes: list[Write] = []
+        for last, suffix in _chunks(events):
+            position = last.position
+            payload = position if isinstance(position, PositionOf) else str(position)
+            notes.append(Notify(self.channel, payload, suffix))
+        return notes
 
 
-def _chunks(events: Sequence[E]) -> list[tuple[E, str]]:
+def _chunks(events: Sequence[Projected]) -> list[tuple[Projected, str]]:
     """(the chunk's last event, ``" sid:version,..."``) per NOTIFY_STREAMS
     sessions. ``events`` are in position order (or, pending, in the order
     positions are drawn), so a session's last event is its newest."""

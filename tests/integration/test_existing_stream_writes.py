@@ -19,6 +19,9 @@ from session_ledger.ledger.audit_schema import audit_ips
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.errors import ConcurrencyError
 from session_ledger.ledger.events import Event, RevocationReason, SessionRotated
+from session_ledger.ledger.recorder import EventBatch
+from session_ledger.ledger.recorders import recorder_for
+from session_ledger.ledger.recorders.sql import SqlRecorder
 from session_ledger.ledger.session import (
     Command,
     Reauthenticate,
@@ -31,8 +34,8 @@ from session_ledger.ledger.session import (
     decide,
     evolve,
 )
-from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
-from session_ledger.ledger.writes import PendingEvent, Write
+from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.ledger.writes import PendingEvent, Projection, Write
 from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.schema import retired_tokens, sessions
 from session_ledger.projections.session_table import (
@@ -107,7 +110,7 @@ async def stored_sessions(engine: AsyncEngine) -> list[dict[str, Any]]:
 async def test_existing_streams_project_the_same_either_way(
     engine: AsyncEngine, clock: ManualClock, path: str, stories: dict[str, str]
 ) -> None:
-    projections: list[InlineProjection] = [SessionTableProjection(), AuditIpProjection()]
+    projections: list[Projection] = [SessionTableProjection(), AuditIpProjection()]
     if path == "on the connection":
         projections = [OnConnectionOnly(p) for p in projections]
     store = EventStore(engine, clock=clock, inline_projections=projections)
@@ -139,21 +142,25 @@ async def test_existing_streams_project_the_same_either_way(
     assert sightings == sum(1 for r in recorded if getattr(r.event, "ip", None) is not None)
 
 
-class ConcurrentAppendAfterRead(SessionTableProjection):
-    """Reads the rows, then lets another writer move the stream before the
-    append is sent: what it read is stale by the time it lands."""
+def concurrent_append_after_read(
+    engine: AsyncEngine, other: EventStore, stream: str, events: list[Event]
+) -> SqlRecorder:
+    """A recorder that reads the projections' rows, then lets another writer
+    move the stream before the append is sent: what it read is stale by the
+    time it lands."""
+    base = type(recorder_for(engine))
 
-    def __init__(self, other: EventStore, stream: str, events: list[Event]) -> None:
-        super().__init__()
-        self.other, self.stream, self.events = other, stream, events
+    class Racing(base):  # type: ignore[valid-type,misc]
+        async def _writes_before(
+            self, batch: EventBatch, projections: Sequence[Projection]
+        ) -> list[Write] | None:
+            writes: list[Write] | None = await super()._writes_before(batch, projections)
+            assert writes is not None  # the read itself was current
+            await other.append(stream, 1, events, metadata=META)
+            return writes
 
-    async def existing_stream_writes(
-        self, engine: AsyncEngine, pending: Sequence[PendingEvent]
-    ) -> list[Write] | None:
-        writes = await super().existing_stream_writes(engine, pending)
-        assert writes is not None  # the read itself was current
-        await self.other.append(self.stream, 1, self.events, metadata=META)
-        return writes
+    racing: SqlRecorder = Racing(engine)
+    return racing
 
 
 async def test_a_stale_read_never_lands(engine: AsyncEngine, clock: ManualClock) -> None:
@@ -164,9 +171,9 @@ async def test_a_stale_read_never_lands(engine: AsyncEngine, clock: ManualClock)
     theirs = decide(state, UpdateFields(fields={"by": "them"}), clock.now(), POLICY)
     ours = decide(state, UpdateFields(fields={"by": "us"}), clock.now(), POLICY)
     racing = EventStore(
-        engine,
+        concurrent_append_after_read(engine, plain, "s", theirs),
         clock=clock,
-        inline_projections=[ConcurrentAppendAfterRead(plain, "s", theirs)],
+        inline_projections=[SessionTableProjection()],
     )
     head = await plain.head()
     with pytest.raises(ConcurrencyError):
@@ -180,16 +187,17 @@ async def test_a_row_behind_its_stream_takes_the_transaction(
     engine: AsyncEngine, clock: ManualClock
 ) -> None:
     """A session row that is not at the stream's version (here: missing) is
-    not folded onto; the append runs ``apply`` in its transaction instead."""
+    not folded onto; the append computes its writes in its transaction instead."""
     store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
     await create(store, ["s"], clock)
     (state,) = [state_from_mapping(r) for r in await rows_of(engine, sessions)]
     projection = SessionTableProjection()
     decided = decide(state, UpdateFields(fields={"x": 1}), clock.now(), POLICY)
+    prior = {r["session_id"]: r for r in await rows_of(engine, sessions)}
     pending = [PendingEvent("s", 2, decided[0], META, "u1", clock.now())]
-    assert await projection.existing_stream_writes(engine, pending) is not None
+    assert projection.writes(pending, prior, locked=False) is not None
     stale = [PendingEvent("s", 3, decided[0], META, "u1", clock.now())]
-    assert await projection.existing_stream_writes(engine, stale) is None
+    assert projection.writes(stale, prior, locked=False) is None
 
 
 async def test_a_revoke_is_one_statement_on_postgresql(

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.audit_schema import audit_ips
 from session_ledger.ledger.clock import ManualClock
@@ -26,13 +26,13 @@ from session_ledger.ledger.errors import ConcurrencyError
 from session_ledger.ledger.events import (
     Event,
     EventMetadata,
-    RecordedEvent,
     RevocationReason,
     SessionCreated,
     SessionRotated,
 )
 from session_ledger.ledger.session import CreateSession, RevokeSession, RotateToken, decide, evolve
-from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
+from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.ledger.writes import Prior, Projected, Projection, Rows, Write
 from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.freshness import parse_changes
 from session_ledger.projections.runner import NotifyOnAppend
@@ -49,14 +49,19 @@ META = EventMetadata(actor="user:u1")
 
 
 class OnConnectionOnly:
-    """The same projection without ``new_stream_writes``: forces the
-    transaction path where it runs on the connection."""
+    """The same projection, vouching for nothing it could read before the
+    append: forces the transaction path, where it reads on the connection."""
 
-    def __init__(self, inner: InlineProjection) -> None:
+    def __init__(self, inner: Projection) -> None:
         self.inner = inner
 
-    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        await self.inner.apply(conn, recorded)
+    def prior(self, events: Sequence[Projected]) -> Prior | None:
+        return self.inner.prior(events)
+
+    def writes(
+        self, events: Sequence[Projected], prior: Rows, *, locked: bool
+    ) -> Sequence[Write] | None:
+        return self.inner.writes(events, prior, locked=True) if locked else None
 
 
 def session_events(
@@ -112,7 +117,7 @@ async def test_new_streams_project_the_same_either_way(
         StreamAppend(sid, 0, session_events(sid, now, ip=ip, story=story), "u1")
         for sid, ip, story in stories
     ]
-    projections: list[InlineProjection] = [SessionTableProjection(), AuditIpProjection()]
+    projections: list[Projection] = [SessionTableProjection(), AuditIpProjection()]
     if path == "on the connection":
         projections = [OnConnectionOnly(p) for p in projections]
     store = EventStore(engine, clock=clock, inline_projections=projections)

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.chain import event_hash
 from session_ledger.ledger.clock import ManualClock
@@ -38,6 +38,8 @@ from session_ledger.ledger.events import (
 )
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore, StreamAppend
+from session_ledger.ledger.writes import FromEvents, Insert, Prior, Projected, Rows, Write
+from session_ledger.projections.schema import retired_tokens
 from tests.support.chain import ChainBreak, raw_rows, verify_chain
 from tests.support.events import T0, created, token_hash, touched
 
@@ -255,10 +257,13 @@ async def test_inline_projection_failure_rolls_back_the_append(engine: AsyncEngi
 
     class FailingProjection:
         def __init__(self) -> None:
-            self.seen: list[RecordedEvent] = []
+            self.seen: list[Projected] = []
 
-        async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-            self.seen += recorded
+        def prior(self, events: Sequence[Projected]) -> Prior | None:
+            return None
+
+        def writes(self, events: Sequence[Projected], prior: Rows, *, locked: bool) -> list[Write]:
+            self.seen += events
             raise BoomError
 
     projection = FailingProjection()
@@ -276,15 +281,10 @@ async def test_a_projection_constraint_violation_is_not_a_stream_conflict(
     """An IntegrityError raised by an inline projection was reported as a
     ConcurrencyError (callers would retry a write that can never succeed)."""
 
-    class DuplicateRow:
-        async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-            await conn.execute(
-                text(
-                    "INSERT INTO session_retired_tokens (token_hash, session_id) "
-                    "VALUES ('dup', :sid)"
-                ),
-                {"sid": recorded[0].stream_id},
-            )
+    class DuplicateRow(FromEvents):
+        def writes(self, events: Sequence[Projected], prior: Rows, *, locked: bool) -> list[Write]:
+            row = {"token_hash": "dup", "session_id": events[0].stream_id}
+            return [Insert(retired_tokens, [row])]
 
     store = EventStore(engine, inline_projections=[DuplicateRow()])
     await store.append("a", 0, [created("a")])

@@ -17,11 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import Event, RecordedEvent
+from session_ledger.ledger.events import Event
+from session_ledger.ledger.recorders import recorder_for
+from session_ledger.ledger.recorders.postgres import PostgresRecorder
+from session_ledger.ledger.recorders.sql import SqlRecorder
 from session_ledger.ledger.store import EventStore
+from session_ledger.ledger.writes import FromEvents, Projected, Rows, Write
 from tests.support.chain import raw_rows, verify_chain
 from tests.support.events import created, touched
 
@@ -29,15 +33,25 @@ WRITERS = 8
 APPENDS = 40
 
 
-class SleepingProjection:
-    """An inline projection that holds the append transaction open for a while."""
+class SleepingProjection(FromEvents):
+    """An inline projection that holds the append transaction open for a
+    while: it asks for the transaction (None before it), whose recorder
+    sleeps before COMMIT (``before_commit``, see sleeping())."""
 
-    def __init__(self, rng: random.Random, max_delay: float) -> None:
-        self._rng = rng
-        self._max_delay = max_delay
+    def writes(
+        self, events: Sequence[Projected], prior: Rows, *, locked: bool
+    ) -> list[Write] | None:
+        return [] if locked else None
 
-    async def apply(self, conn: AsyncConnection, recorded: Sequence[RecordedEvent]) -> None:
-        await asyncio.sleep(self._rng.uniform(0, self._max_delay))
+
+def sleeping(engine: AsyncEngine, rng: random.Random, max_delay: float) -> SqlRecorder:
+    recorder = recorder_for(engine)
+
+    async def nap() -> None:
+        await asyncio.sleep(rng.uniform(0, max_delay))
+
+    recorder.before_commit = nap
+    return recorder
 
 
 @dataclass
@@ -66,8 +80,8 @@ async def race(
         engines.append(engine)
         sleepy = index % 2 == 0
         store = EventStore(
-            engine,
-            inline_projections=[SleepingProjection(rng, 0.020)] if sleepy else [],
+            sleeping(engine, rng, 0.020) if sleepy else engine,
+            inline_projections=[SleepingProjection()] if sleepy else [],
         )
         stream = f"race-{seed}-w{index}"
         for version in range(appends):
@@ -135,13 +149,7 @@ async def test_reader_misses_events_without_the_append_lock(
     """Control experiment: the race above does catch a store that hands out
     positions without serialising commits (PostgreSQL; SQLite serialises writers
     in the database itself)."""
-    original = EventStore.__post_init__
-
-    def without_lock(self: EventStore) -> None:
-        original(self)
-        self._serialise = False
-
-    monkeypatch.setattr(EventStore, "__post_init__", without_lock)
+    monkeypatch.setattr(PostgresRecorder, "serialise", False)
     outcomes: list[tuple[int, int]] = []
     for attempt in range(5):
         seed = random.randrange(1 << 30)
