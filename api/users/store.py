@@ -49,9 +49,10 @@ from session_ledger.api.users.passwords import BoundedHashing, PasswordPolicy, h
 from session_ledger.api.users.schema import accounts, users
 from session_ledger.ledger.clock import Clock, SystemClock, utc
 from session_ledger.ledger.config import PasswordSettings
-from session_ledger.ledger.db import read_standalone, retry_stale, row_decoder
 from session_ledger.ledger.errors import ServerBusyError
 from session_ledger.ledger.ports import ProviderAccount, UserRecord
+from session_ledger.ledger.recorder import Lookup
+from session_ledger.ledger.recorders import recorder_for
 
 MAX_NAME = 256
 MAX_EMAIL = 320
@@ -74,9 +75,7 @@ def normalise_email(email: str) -> str:
     return email
 
 
-_USER_COLUMNS = ", ".join(c.name for c in users.columns)
-_USER_BY_ID_PG = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = $1"  # noqa: S608
-_USER_BY_ID_SQLITE = f"SELECT {_USER_COLUMNS} FROM {users.name} WHERE id = ?"  # noqa: S608
+_BY_ID = Lookup(users, "id")
 #: Told of each record read from the database, with when the read started (monotonic).
 OnRead = Callable[[UserRecord, float], Awaitable[None]]
 
@@ -94,34 +93,24 @@ class SqlUserStore:
         self._dummy_hash: str | None = None
         self.policy = PasswordPolicy(self.password)
         self.hashing = BoundedHashing(self.hasher or hasher_for(self.password), self.password)
-        dialect = self.engine.dialect
+        self._recorder = recorder_for(self.engine)
         #: Not live until a change feed attaches to it (api.revocations).
         self.memo = UserMemo()
         self.on_read: list[OnRead] = []
-        self._by_id = (
-            _USER_BY_ID_PG if dialect.name == "postgresql" else _USER_BY_ID_SQLITE,
-            row_decoder(dialect, tuple(users.columns)),
-        )
 
     # ----------------------------------------------------------- the port
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         # On every get-session store read: from the memo while a feed vouches
-        # for it, else one statement on the driver (see
-        # ledger.db.read_standalone), decoded by SQLAlchemy's type processors.
+        # for it, else the recorder's hot read.
         memo = self.memo
         record = memo.get(user_id)
         if record is not None:
             return record
         epoch = memo.epoch  # before the read: see UserMemo.put
         started = time.monotonic()
-        sql, decode = self._by_id
-
-        async def read() -> UserRecord | None:
-            rows = await read_standalone(self.engine, sql, (user_id,))
-            return _user_from_mapping(decode(rows[0])) if rows else None
-
-        record = await retry_stale(read)
+        row = await self._recorder.first(_BY_ID, user_id)
+        record = _user_from_mapping(row) if row is not None else None
         if record is not None:
             memo.put(record, epoch)
             for callback in self.on_read:

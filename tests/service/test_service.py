@@ -12,7 +12,7 @@ from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.errors import InvalidCommandError, SessionNotFoundError
 from session_ledger.ledger.events import RevocationReason, SessionRevoked
 from session_ledger.ledger.service import RequestContext, SessionLedger
-from tests.service.conftest import make_ledger
+from tests.service.conftest import Target, make_ledger
 
 DAY = 86400
 CHROME = (
@@ -36,8 +36,9 @@ async def test_create_then_get_returns_the_session(ledger: SessionLedger) -> Non
 
 
 async def test_only_the_hash_of_the_token_is_stored(
-    ledger: SessionLedger, engine: AsyncEngine
+    engine: AsyncEngine, clock: ManualClock
 ) -> None:
+    ledger = make_ledger(engine, clock)
     _, token = await ledger.create_session("user-1")
     async with engine.connect() as conn:
         dump = " ".join(
@@ -65,9 +66,9 @@ async def test_bad_tokens_are_none_and_write_nothing(ledger: SessionLedger, toke
 
 
 async def test_refresh_slides_expiry_and_rotates_the_token(
-    engine: AsyncEngine, clock: ManualClock
+    target: Target, clock: ManualClock
 ) -> None:
-    ledger = make_ledger(engine, clock, SessionPolicy(expires_in=10 * DAY, update_age=DAY))
+    ledger = make_ledger(target, clock, SessionPolicy(expires_in=10 * DAY, update_age=DAY))
     view, token = await ledger.create_session("user-1")
     clock.advance(DAY + 1)
     got = await ledger.get_session(token)
@@ -90,8 +91,8 @@ async def test_refresh_slides_expiry_and_rotates_the_token(
     assert last.reason is RevocationReason.TOKEN_REUSE
 
 
-async def test_disable_refresh_never_refreshes(engine: AsyncEngine, clock: ManualClock) -> None:
-    ledger = make_ledger(engine, clock, SessionPolicy(expires_in=10 * DAY, update_age=DAY))
+async def test_disable_refresh_never_refreshes(target: Target, clock: ManualClock) -> None:
+    ledger = make_ledger(target, clock, SessionPolicy(expires_in=10 * DAY, update_age=DAY))
     _, token = await ledger.create_session("user-1")
     clock.advance(2 * DAY)
     got = await ledger.get_session(token, disable_refresh=True)
@@ -100,10 +101,8 @@ async def test_disable_refresh_never_refreshes(engine: AsyncEngine, clock: Manua
     assert got.token == token
 
 
-async def test_expired_session_is_none_and_recorded(
-    engine: AsyncEngine, clock: ManualClock
-) -> None:
-    ledger = make_ledger(engine, clock, SessionPolicy(expires_in=100, update_age=50))
+async def test_expired_session_is_none_and_recorded(target: Target, clock: ManualClock) -> None:
+    ledger = make_ledger(target, clock, SessionPolicy(expires_in=100, update_age=50))
     view, token = await ledger.create_session("user-1")
     clock.advance(101)
     assert await ledger.get_session(token) is None
@@ -113,10 +112,10 @@ async def test_expired_session_is_none_and_recorded(
 
 
 async def test_remember_me_off_is_short_and_never_slides(
-    engine: AsyncEngine, clock: ManualClock
+    target: Target, clock: ManualClock
 ) -> None:
     policy = SessionPolicy(expires_in=30 * DAY, update_age=0, short_session_expires_in=DAY)
-    ledger = make_ledger(engine, clock, policy)
+    ledger = make_ledger(target, clock, policy)
     view, token = await ledger.create_session("user-1", remember_me=False)
     assert view.expires_at - view.created_at == timedelta(days=1)
     clock.advance(DAY - 10)
@@ -142,10 +141,10 @@ async def test_list_sessions_shows_active_only_with_current_marked(
 
 
 async def test_activity_is_recorded_throttled_and_on_new_ip(
-    engine: AsyncEngine, clock: ManualClock
+    target: Target, clock: ManualClock
 ) -> None:
     policy = SessionPolicy(activity_interval=300, update_age=DAY)
-    ledger = make_ledger(engine, clock, policy)
+    ledger = make_ledger(target, clock, policy)
     view, token = await ledger.create_session("user-1", RequestContext(ip="203.0.113.1"))
     same = RequestContext(ip="203.0.113.1")
     clock.advance(10)
@@ -239,8 +238,8 @@ async def test_update_session_merges_fields(ledger: SessionLedger) -> None:
     assert await ledger.store.head() == head
 
 
-async def test_freshness_and_reauthentication(engine: AsyncEngine, clock: ManualClock) -> None:
-    ledger = make_ledger(engine, clock, SessionPolicy(fresh_age=600, update_age=DAY))
+async def test_freshness_and_reauthentication(target: Target, clock: ManualClock) -> None:
+    ledger = make_ledger(target, clock, SessionPolicy(fresh_age=600, update_age=DAY))
     _, token = await ledger.create_session("user-1")
     got = await ledger.get_session(token)
     assert got is not None
@@ -256,10 +255,8 @@ async def test_freshness_and_reauthentication(engine: AsyncEngine, clock: Manual
     assert got.session.fresh
 
 
-async def test_session_callback_extends_the_payload(
-    engine: AsyncEngine, clock: ManualClock
-) -> None:
-    ledger = make_ledger(engine, clock)
+async def test_session_callback_extends_the_payload(target: Target, clock: ManualClock) -> None:
+    ledger = make_ledger(target, clock)
 
     async def callback(payload: dict[str, object]) -> dict[str, object]:
         user = dict(payload["user"])  # type: ignore[call-overload]
