@@ -47,7 +47,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -57,6 +56,7 @@ from session_ledger.ledger.events import EventMetadata, RecordedEvent, deseriali
 from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore
+from session_ledger.ledger.writes import Insert
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
 from session_ledger.projections.schema import projection_checkpoints, retired_tokens, sessions
 from session_ledger.projections.session_table import SessionTableProjection
@@ -156,15 +156,9 @@ async def _get_checkpoint(conn: AsyncConnection, name: str) -> int | None:
 
 
 async def _set_checkpoint(conn: AsyncConnection, name: str, position: int, clock: Clock) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(projection_checkpoints).values(
-        name=name, position=position, updated_at=clock.now()
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[projection_checkpoints.c.name],
-        set_={"position": position, "updated_at": clock.now()},
-    )
-    await conn.execute(stmt)
+    row = {"name": name, "position": position, "updated_at": clock.now()}
+    recorder = recorder_for(conn.engine)
+    await recorder.write_in(conn, [Insert(projection_checkpoints, [row], on_conflict="update")])
 
 
 async def _count(engine: AsyncEngine, after: int = 0, up_to: int | None = None) -> int:

@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -53,6 +53,7 @@ from session_ledger.ledger.errors import ServerBusyError
 from session_ledger.ledger.ports import ProviderAccount, UserRecord
 from session_ledger.ledger.recorder import Lookup
 from session_ledger.ledger.recorders import recorder_for
+from session_ledger.ledger.writes import Notify
 
 MAX_NAME = 256
 MAX_EMAIL = 320
@@ -312,11 +313,7 @@ class SqlUserStore:
     async def _notify_change(self, conn: AsyncConnection, user_ids: Sequence[str]) -> None:
         """Tell other processes, inside the changing transaction (PostgreSQL
         delivers a NOTIFY exactly when, and only if, the transaction commits)."""
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": USERS_CHANNEL, "payload": ",".join(user_ids)},
-            )
+        await self._recorder.write_in(conn, [Notify(USERS_CHANNEL, ",".join(user_ids))])
 
     async def _row_by_email(self, email: str) -> Row[Any] | None:
         async with self.engine.connect() as conn:

@@ -214,6 +214,13 @@ class SqlRecorder:
             some = projection.writes(events, prior, locked=True)
             assert some is not None, "a projection must write what it reads under the lock"
             writes += some
+        await self.write_in(conn, writes, positions)
+
+    async def write_in(
+        self, conn: AsyncConnection, writes: Sequence[Write], positions: Positions | None = None
+    ) -> None:
+        """``writes`` on ``conn``, inside its transaction (a Notify goes out
+        when it commits, on the databases that have NOTIFY)."""
         for sql, params in self._write_sql(writes, positions or {}):
             await self._fetch_in(conn, sql, params)
 
