@@ -1,7 +1,8 @@
-"""Engine construction for the two supported databases.
-
-SQLite (embedded default) and PostgreSQL differ in how writers are
-serialised; this module hides that so the store has one implementation.
+"""Engines for the two supported databases, and what relies on SQLAlchemy's
+internals: statements on a pooled connection's driver (:func:`pooled`),
+held connections (:class:`HeldConnections`), SQLite's reads in the loop's
+thread (:func:`read_standalone`), the mapping of driver errors. The
+recorders (``ledger.recorders``) use these; the SQL itself is theirs.
 """
 
 from __future__ import annotations

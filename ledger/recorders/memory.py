@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,8 +38,8 @@ class MemoryRecorder:
         self._streams: dict[str, list[StoredEvent]] = {}
         #: Table name -> primary key -> row.
         self.tables: dict[str, dict[Key, dict[str, Any]]] = {}
-        #: (channel, payload) of every Notify, in order (nobody listens here).
-        self.notifications: list[tuple[str, str]] = []
+        #: (channel, payload) of the latest Notifys, in order (nobody listens here).
+        self.notifications: deque[tuple[str, str]] = deque(maxlen=1000)
 
     # ------------------------------------------------------------------ writes
 
