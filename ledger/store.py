@@ -133,7 +133,8 @@ class EventStore:
     async def _insert(self, appends: Sequence[StreamAppend], rows: _Rows) -> list[RecordedEvent]:
         """The rows and the projections' writes, tried twice when the first
         try lost its connection and may be repeated."""
-        batch = rows.batch()
+        # The projections fold pending events; without any, none are built.
+        batch = rows.batch(pending=bool(self.inline_projections))
         for attempt in (1, 2):
             try:
                 positions = await self._recorder.insert(batch, self.inline_projections)
@@ -342,8 +343,9 @@ class _Rows:
     def hashes(self) -> dict[tuple[str, int], str]:
         return {(r.stream_id, r.stream_version): r.hash for r in self.rows}
 
-    def batch(self) -> EventBatch:
-        return EventBatch(self.rows, self.meta_json, self.recorded_at, self.pending())
+    def batch(self, *, pending: bool) -> EventBatch:
+        events = self.pending() if pending else []
+        return EventBatch(self.rows, self.meta_json, self.recorded_at, events)
 
     def pending(self) -> list[PendingEvent]:
         metadata = self.metadata

@@ -366,29 +366,35 @@ def insert_statements(
     dialect: Dialect,
     writes: Sequence[Write],
     positions: Mapping[tuple[str, int], int],
-    mark: Callable[[int], str],
+    mark: Callable[[int], str] | None = None,
 ) -> list[tuple[str, list[Any]]]:
     """One multi-row INSERT per Insert (and per 30,000 values), positions
-    filled in, placeholders made by ``mark(n)`` (n from 1); Notify left out."""
+    filled in; placeholders ``?``, or made by ``mark(n)`` (n from 1); Notify
+    left out."""
     statements: list[tuple[str, list[Any]]] = []
     for write in writes:
         if not isinstance(write, Insert) or not write.rows:
             continue
         s = shape(dialect, write.table, tuple(write.rows[0]))
         per_statement = max(1, MAX_PARAMS // len(s.columns))
+        row_sql = "(" + ", ".join(["?"] * len(s.columns)) + ")"
         for start in range(0, len(write.rows), per_statement):
             chunk = write.rows[start : start + per_statement]
             params: list[Any] = []
-            tuples = []
             for row in chunk:
-                marks = []
                 for value in bound(s, row):
                     if type(value) is PositionOf:
                         value = positions[(value.stream_id, value.stream_version)]
                     params.append(value)
-                    marks.append(mark(len(params)))
-                tuples.append(f"({', '.join(marks)})")
-            sql = f"{s.head} VALUES {', '.join(tuples)}{s.conflict[write.on_conflict]}"
+            if mark is None:
+                values = ", ".join([row_sql] * len(chunk))
+            else:
+                width = len(s.columns)
+                values = ", ".join(
+                    "(" + ", ".join(mark(r * width + c + 1) for c in range(width)) + ")"
+                    for r in range(len(chunk))
+                )
+            sql = f"{s.head} VALUES {values}{s.conflict[write.on_conflict]}"
             statements.append((sql, params))
     return statements
 

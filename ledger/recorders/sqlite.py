@@ -75,10 +75,6 @@ def _chunks(batch: EventBatch) -> list[tuple[str, tuple[Any, ...], int]]:
     return statements
 
 
-def _qmark(_n: int) -> str:
-    return "?"
-
-
 class SqliteRecorder(SqlRecorder):
     HEAD_SQL = _HEAD
 
@@ -114,7 +110,7 @@ class SqliteRecorder(SqlRecorder):
                     execute("ROLLBACK", ())
                     return None
                 positions.update(chunk)
-            for statement, values in insert_statements(dialect, writes, positions, _qmark):
+            for statement, values in insert_statements(dialect, writes, positions):
                 execute(statement, values)
             return positions
 
@@ -137,7 +133,7 @@ class SqliteRecorder(SqlRecorder):
         self, writes: Sequence[Write], positions: Positions
     ) -> list[tuple[str, list[Any]]]:
         # Notify is PostgreSQL's: other processes follow SQLite's tail.
-        return insert_statements(self.dialect, writes, positions, _qmark)
+        return insert_statements(self.dialect, writes, positions)
 
     def _first_sql(self, lookup: Lookup) -> tuple[str, int]:
         table, column = lookup.table, lookup.column
