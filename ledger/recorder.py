@@ -78,7 +78,7 @@ class Stored(NamedTuple):
 Positions = dict[tuple[str, int], int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # module constants: compared by identity
 class Lookup:
     """The row of ``table`` whose ``column`` equals a value, or else the row
     named (by ``table``'s primary key) in ``via`` under the same ``column``
