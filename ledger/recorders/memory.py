@@ -55,13 +55,28 @@ class MemoryRecorder:
         self, batch: EventBatch, projections: Sequence[Projection]
     ) -> Positions | None:
         for row in batch.rows:
-            stream = self._streams.get(row.stream_id, [])
-            if len(stream) >= row.stream_version:
+            if len(self._streams.get(row.stream_id, ())) >= row.stream_version:
                 return None  # the stream already holds this version
         positions = {
             (row.stream_id, row.stream_version): len(self.events) + i + 1
             for i, row in enumerate(batch.rows)
         }
+        writes = self._writes(batch, projections)
+        staged = self._stage(writes, positions)  # raises before anything lands
+        self._store(batch, positions)
+        for name, rows in staged.items():
+            self.tables.setdefault(name, {}).update(rows)
+        for write in writes:
+            if isinstance(write, Notify):
+                payload = write.payload
+                if isinstance(payload, PositionOf):
+                    payload = str(positions[(payload.stream_id, payload.stream_version)])
+                self.notifications.append((write.channel, f"{payload}{write.suffix}"))
+        return positions
+
+    def _writes(self, batch: EventBatch, projections: Sequence[Projection]) -> list[Write]:
+        """Every projection's writes, folded on the rows as they are now
+        (nothing can move them before the append lands: no await between)."""
         writes: list[Write] = []
         for projection in projections:
             need = projection.prior(batch.events)
@@ -72,7 +87,9 @@ class MemoryRecorder:
             some = projection.writes(batch.events, prior, locked=True)
             assert some is not None, "a projection must write what it reads under the lock"
             writes += some
-        staged = self._stage(writes, positions)  # raises before anything lands
+        return writes
+
+    def _store(self, batch: EventBatch, positions: Positions) -> None:
         meta = json.loads(batch.meta_json)
         for row in batch.rows:
             stored = StoredEvent(
@@ -90,15 +107,6 @@ class MemoryRecorder:
             )
             self.events.append(stored)
             self._streams.setdefault(row.stream_id, []).append(stored)
-        for name, rows in staged.items():
-            self.tables.setdefault(name, {}).update(rows)
-        for write in writes:
-            if isinstance(write, Notify):
-                payload = write.payload
-                if isinstance(payload, PositionOf):
-                    payload = str(positions[(payload.stream_id, payload.stream_version)])
-                self.notifications.append((write.channel, f"{payload}{write.suffix}"))
-        return positions
 
     def _stage(
         self, writes: Sequence[Write], positions: Positions
