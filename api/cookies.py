@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from session_ledger.ledger.config import Settings
-from session_ledger.ledger.tokens import Signer
+from session_ledger.ledger.domain.tokens import Signer
 
 SECURE_PREFIX = "__Secure-"
 HOST_PREFIX = "__Host-"

@@ -47,8 +47,8 @@ from session_ledger.api.validated_sessions import ValidatedSessions
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings
+from session_ledger.ledger.domain.tokens import Signer, tokens_equal
 from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
-from session_ledger.ledger.tokens import Signer, tokens_equal
 
 STATE_KEY = "session_ledger"
 PENDING_KEY = "session_ledger_pending"

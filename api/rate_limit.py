@@ -59,7 +59,7 @@ from redis.exceptions import RedisError
 
 from session_ledger.api.metrics import ServiceMetrics
 from session_ledger.ledger.config import RateLimitRule, Settings
-from session_ledger.ledger.errors import ConfigError, RetryLaterError
+from session_ledger.ledger.domain.errors import ConfigError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.db import Driver, make_engine, pooled
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
 from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents

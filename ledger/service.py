@@ -19,9 +19,17 @@ from typing import Any, TypeVar
 from uuid6 import uuid7
 
 from session_ledger.ledger.clock import Clock, SystemClock, iso_ms
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.errors import (
+from session_ledger.ledger.domain.decide import (
+    CreateSession,
+    Reauthenticate,
+    RevokeSession,
+    UpdateFields,
+    ValidateSession,
+    decide,
+    decide_validation,
+)
+from session_ledger.ledger.domain.errors import (
     ConcurrencyError,
     InvalidCommandError,
     InvalidFieldsError,
@@ -30,24 +38,14 @@ from session_ledger.ledger.errors import (
     SessionNotFoundError,
     SessionNotFreshError,
 )
-from session_ledger.ledger.events import Event, EventMetadata, Fields, RevocationReason
+from session_ledger.ledger.domain.events import Event, EventMetadata, Fields, RevocationReason
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.rules import is_fresh, refresh_due
+from session_ledger.ledger.domain.state import SessionState, evolve
+from session_ledger.ledger.domain.tokens import hash_token, is_well_formed, new_token
+from session_ledger.ledger.domain.values import has_lone_surrogate
 from session_ledger.ledger.ports import SessionReadModel, UserRecord, UserStore
-from session_ledger.ledger.session import (
-    CreateSession,
-    Reauthenticate,
-    RevokeSession,
-    SessionState,
-    UpdateFields,
-    ValidateSession,
-    decide,
-    decide_validation,
-    evolve,
-    has_lone_surrogate,
-    is_fresh,
-    refresh_due,
-)
 from session_ledger.ledger.store import EventStore, StreamAppend
-from session_ledger.ledger.tokens import hash_token, is_well_formed, new_token
 
 #: Conflicts are retried this many times (each retry re-reads and re-decides).
 MAX_ATTEMPTS = 8
@@ -115,7 +113,7 @@ class SessionView:
             device=describe_device(state.user_agent),
             remember_me=state.remember_me,
             fields=dict(state.fields),
-            fresh=is_fresh(state, now, policy),
+            fresh=is_fresh(state.authenticated_at, now, policy),
             current=current,
         )
 
@@ -198,7 +196,7 @@ class SessionLedger:
             now = self.clock.now()
             # A new token only when this validation may rotate (rare): the
             # OS random source and a hash cost every request otherwise.
-            candidate = new_token() if refresh_due(state, now, self.policy) else None
+            candidate = new_token() if refresh_due(state.expires_at, now, self.policy) else None
             decision = decide_validation(
                 state,
                 ValidateSession(

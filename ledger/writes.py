@@ -32,7 +32,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.ledger.events import Event, EventMetadata
+from session_ledger.ledger.domain.events import Event, EventMetadata
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.db import is_sqlite, writer
-from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize_json
+from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize_json
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeGuard
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from session_ledger.ledger.errors import EventValidationError, UnknownEventTypeError
+from session_ledger.ledger.domain.errors import EventValidationError, UnknownEventTypeError
 
 #: Free-form additional session fields (BetterAuth's ``additionalFields``).
 Fields = dict[str, JsonValue]
