@@ -47,6 +47,7 @@ from session_ledger.api.validated_sessions import ValidatedSessions
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings
+from session_ledger.ledger.domain.rules import expiry_or_refresh_due
 from session_ledger.ledger.domain.tokens import Signer, tokens_equal
 from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
 
@@ -252,19 +253,16 @@ def presented_token(request: HTTPConnection, auth: Auth) -> tuple[str | None, bo
     return auth.jar.read_token(request.cookies), False
 
 
-def _refresh_due(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
+def _store_must_answer(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
     """Whether the store would refresh (or expire) this session now: then the
-    cache must not hide it (a BetterAuth complaint: refresh starved by the cache)."""
+    cache must not hide it (the rule: ledger.domain.rules)."""
     try:
         expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
     except (KeyError, ValueError):
         return True
-    if expires_at.tzinfo is None or expires_at <= now:
+    if expires_at.tzinfo is None:
         return True
-    if not remember:
-        return False  # remember-me off never slides
-    policy = auth.settings.session
-    return (expires_at.timestamp() - policy.expires_in + policy.update_age) <= now.timestamp()
+    return expiry_or_refresh_due(expires_at, remember, now, auth.settings.session)
 
 
 async def resolve(
@@ -293,7 +291,7 @@ async def resolve(
             and tokens_equal(str(cached.session["token"]), token)
             and auth.validated.vouches(str(cached.session["id"]), token)
             and auth.revocations.trusts(str(cached.session["id"]))
-            and not _refresh_due(cached, now, auth, auth.jar.remember_me(request.cookies))
+            and not _store_must_answer(cached, now, auth, auth.jar.remember_me(request.cookies))
         ):
             return AuthSession(
                 session=cached.session,
@@ -358,11 +356,12 @@ async def store_session(request: Request) -> AuthSession:
 
 
 async def require_fresh_session(
-    session: Annotated[AuthSession, Depends(store_session)],
+    request: Request, session: Annotated[AuthSession, Depends(store_session)]
 ) -> AuthSession:
     """403 SESSION_NOT_FRESH unless the user signed in within ``fresh_age``."""
-    if session.view is not None and not session.view.fresh:
-        raise ApiError(403, "SESSION_NOT_FRESH", "this action needs a fresh session: sign in again")
+    # store_session never answers from the cookie cache: the view is there.
+    assert session.view is not None
+    get_auth(request).ledger.require_fresh(session.view)
     return session
 
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,11 +35,11 @@ from session_ledger.ledger.domain.errors import (
     LedgerError,
     RetryLaterError,
     SessionNotFoundError,
-    SessionNotFreshError,
 )
 from session_ledger.ledger.domain.events import Event, EventMetadata, Fields, RevocationReason
+from session_ledger.ledger.domain.ids import is_session_id
 from session_ledger.ledger.domain.policy import SessionPolicy
-from session_ledger.ledger.domain.rules import is_fresh, refresh_due
+from session_ledger.ledger.domain.rules import is_fresh, refresh_due, require_fresh
 from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.domain.tokens import hash_token, is_well_formed, new_token
 from session_ledger.ledger.domain.values import has_lone_surrogate
@@ -54,9 +53,6 @@ RETRY_BASE = 0.005
 RETRY_CAP = 0.1
 T = TypeVar("T")
 MAX_FIELDS_BYTES = 8 * 1024
-#: Session ids are UUIDs; anything else cannot name a session (and must not
-#: reach the database: PostgreSQL rejects NUL in text with a driver error).
-SESSION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 Payload = dict[str, Any]
 SessionCallback = Callable[[Payload], Awaitable[Payload]]
@@ -275,8 +271,8 @@ class SessionLedger:
         return payload
 
     def require_fresh(self, session: SessionView) -> None:
-        if not session.fresh:
-            raise SessionNotFreshError("this action needs a fresh session: sign in again")
+        """Raise SessionNotFreshError unless ``session`` is fresh now."""
+        require_fresh(session.authenticated_at, self.clock.now(), self.policy)
 
     # ------------------------------------------------------------- queries
 
@@ -346,7 +342,7 @@ class SessionLedger:
         user's matches: then nothing is written, and an unknown value and
         another user's answer alike."""
         state: SessionState | None = None
-        if isinstance(id_or_token, str) and SESSION_ID.fullmatch(id_or_token):
+        if is_session_id(id_or_token):
             owned = [s for s in await self.read_model.by_ids([id_or_token]) if s.user_id == user_id]
             state = owned[0] if owned else None
         if state is None and is_well_formed(id_or_token):
@@ -378,7 +374,7 @@ class SessionLedger:
         if not ids:
             raise InvalidCommandError("no session ids given")
         for sid in ids:
-            if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
+            if not is_session_id(sid):
                 raise SessionNotFoundError("no such session")
 
         async def attempt(_fresh: bool) -> int:

@@ -26,18 +26,17 @@ from session_ledger.api.deps import (
 )
 from session_ledger.api.errors import ApiError
 from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.domain.ids import SessionId
 from session_ledger.ledger.service import session_json
 
 session_router = APIRouter(tags=["session"])
-
-#: Ids are ours (UUIDs); anything else is refused before it reaches a query.
-SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class RevokeSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: A session id, as list-sessions hands it out in ``token``, or the raw
-    #: token of a session (what getSession returns in ``session.token``).
+    #: token of a session (what getSession returns in ``session.token``);
+    #: anything else is refused before it reaches a query (ledger.domain.ids).
     token: SessionId
 
 

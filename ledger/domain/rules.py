@@ -2,49 +2,18 @@
 
 Pure functions of a few values and the policy (no state object needed), so
 that the state machine, the service and the HTTP layer's cookie cache, which
-holds only the session's JSON, all ask the same question the same way.
+holds only the session's JSON, all ask the same question the same way. What
+a session id is: :mod:`.ids`.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
-from typing import Annotated
-
-from pydantic import Field
 
 from session_ledger.ledger.domain.errors import SessionNotFreshError
 from session_ledger.ledger.domain.events import ExpiryReason
 from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.domain.state import SessionState
-
-# ------------------------------------------------------------ session ids
-
-#: Longest session id (the ledger's stream id column holds 64).
-SESSION_ID_MAX_LENGTH = 64
-#: What a session id is made of: our ids are UUIDv7 (hex and ``-``),
-#: BetterAuth's are alphanumeric, and the raw tokens that revoke-session also
-#: takes are URL-safe base64 (``_`` and ``-``). Nothing we or BetterAuth issue
-#: holds anything else (``.`` or ``:`` included), so nothing else can name a
-#: session, and it never reaches the database (PostgreSQL refuses NUL in text
-#: with a driver error).
-SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}$"
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-#: The same rule for pydantic models (events, request bodies).
-SessionId = Annotated[
-    str, Field(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)
-]
-
-
-def is_session_id(value: object) -> bool:
-    """Whether ``value`` can name a session (see :data:`SESSION_ID_PATTERN`)."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= SESSION_ID_MAX_LENGTH
-        and _SESSION_ID.fullmatch(value) is not None
-    )
-
 
 # ----------------------------------------------------------------- expiry
 
