@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.api.revocations import PgRevocationNotifier
+from session_ledger.api.revocations import PgRevocationNotifier, RevocationFeed
 from session_ledger.api.users.crypto import TokenBox
 from session_ledger.api.users.store import SqlUserStore
 from session_ledger.ledger.clock import Clock, SystemClock
@@ -32,6 +32,10 @@ class Container:
     engine: AsyncEngine
     store: EventStore
     ledger: SessionLedger
+    #: This process's view of which sessions ended lately (the cookie
+    #: cache's strictness); told of this process's appends by the store,
+    #: of the others' by its feed, which the app starts and stops.
+    revocations: RevocationFeed
     clock: Clock = field(default_factory=SystemClock)
     #: Set when settings.redis.url is: the cache client, its catch-up runner,
     #: and what this process knows of the cache's freshness (a change feed
@@ -82,6 +86,17 @@ async def build(
     if settings.redis.url:
         redis_client, runner, cached = _redis_cache(settings, engine, store, clock, users)
         read_model, freshness = cached, cached.freshness
+    revocations = RevocationFeed(
+        engine,
+        clock,
+        settings.cookie_cache.max_age,
+        database_url=settings.database_url,
+        users=users.memo if isinstance(users, SqlUserStore) else None,
+        freshness=freshness,
+    )
+    # This process's own ends reach its feed before the append returns, so
+    # before anyone is told of them (the other processes' by its LISTEN/poll).
+    store.after_commit.append(revocations.on_commit)
     ledger = SessionLedger(
         store=store,
         read_model=read_model,
@@ -96,6 +111,7 @@ async def build(
         engine=engine,
         store=store,
         ledger=ledger,
+        revocations=revocations,
         clock=clock,
         redis=redis_client,
         runner=runner,

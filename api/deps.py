@@ -106,12 +106,7 @@ class Auth:
             signer=signer,
             jar=jar,
             cache=CookieCache(jar, signer, settings.cookie_cache.max_age),
-            revocations=RevocationFeed(
-                container.engine,
-                container.clock,
-                settings.cookie_cache.max_age,
-                database_url=settings.database_url,
-            ),
+            revocations=container.revocations,
             client_ip=ClientIp(settings.trusted_proxies),
             origins=OriginCheck(settings.base_url, settings.trusted_origins),
             limiter=limiter,
@@ -145,19 +140,12 @@ class Auth:
         return self.settings.session.expires_in if remember_me else None
 
     async def start(self) -> None:
-        self.container.store.after_commit.append(self.revocations.on_commit)
-        if self.users is not None:
-            self.revocations.attach_users(self.users.memo)
-        if self.container.freshness is not None:
-            self.revocations.attach_freshness(self.container.freshness)
+        """Start the revocation feed (built and connected by api.bootstrap)."""
         await self.revocations.start()
 
     async def stop(self) -> None:
         await self.limiter.close()
         await self.revocations.stop()
-        callbacks = self.container.store.after_commit
-        if self.revocations.on_commit in callbacks:
-            callbacks.remove(self.revocations.on_commit)
 
 
 @dataclass
