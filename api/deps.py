@@ -12,9 +12,11 @@ The read path, in order:
 3. otherwise the SessionLedger (read model, may refresh / rotate / touch).
 
 Cookies to send back (a rotated token, a fresh cache value, or the clearing
-cookies for a dead session) are queued on the request and written by the
-route (:func:`finish`) or, for host applications' routes, by
-:class:`api.middleware.SessionCookieMiddleware`.
+cookies for a dead session) are queued on the request
+(:func:`api.cookies.pending`) and written by the route
+(:func:`api.cookies.finish`) or, for host applications' routes, by
+:class:`api.middleware.SessionCookieMiddleware`: both take them with
+:func:`api.cookies.take_queued`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 
 from session_ledger.api.bootstrap import Container
 from session_ledger.api.client_ip import ClientIp
 from session_ledger.api.cookie_cache import CachedSession, CookieCache
-from session_ledger.api.cookies import CookieJar
+from session_ledger.api.cookies import CookieJar, pending
 from session_ledger.api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from session_ledger.api.errors import ApiError
 from session_ledger.api.metrics import ServiceMetrics
@@ -52,7 +53,6 @@ from session_ledger.ledger.domain.tokens import Signer, tokens_equal
 from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
 
 STATE_KEY = "session_ledger"
-PENDING_KEY = "session_ledger_pending"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -148,17 +148,6 @@ class Auth:
         await self.revocations.stop()
 
 
-@dataclass
-class Pending:
-    """Set-Cookie values and headers queued for the response."""
-
-    cookies: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.cookies or self.headers)
-
-
 @dataclass(frozen=True, slots=True)
 class AuthSession:
     """The signed-in session as routes see it."""
@@ -190,30 +179,6 @@ def get_auth(conn: HTTPConnection) -> Auth:
             "api.app.install(app, container) in your lifespan"
         )
     return auth
-
-
-def pending(request: HTTPConnection) -> Pending:
-    # The scope's state dict itself (what request.state wraps, and what the
-    # middleware reads): request.state costs an exception per missing key.
-    state = request.scope.setdefault("state", {})
-    queued = state.get(PENDING_KEY)
-    if queued is None:
-        queued = state[PENDING_KEY] = Pending()
-    assert isinstance(queued, Pending)
-    return queued
-
-
-def finish(request: Request, response: Response) -> Response:
-    """Write the queued cookies and headers onto ``response`` (once)."""
-    queued = pending(request)
-    if queued.cookies:
-        response.headers["cache-control"] = "no-store"  # the cookies carry the token
-    for cookie in queued.cookies:
-        response.headers.append("set-cookie", cookie)
-    for name, value in queued.headers.items():
-        response.headers[name] = value
-    request.scope["state"][PENDING_KEY] = Pending()
-    return response
 
 
 def queue_clear(request: HTTPConnection, auth: Auth) -> None:

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from session_ledger.api.deps import Auth, pending, request_context
+from session_ledger.api.cookies import pending
+from session_ledger.api.deps import Auth, request_context
 from session_ledger.api.errors import ApiError
 from session_ledger.api.routes.common import AuthDep, errors, respond
 from session_ledger.api.urls import parse_absolute

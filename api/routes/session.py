@@ -13,12 +13,12 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from session_ledger.api.cookies import pending
 from session_ledger.api.deps import (
     AuthSession,
     FreshSession,
     StoreSession,
     get_auth,
-    pending,
     presented_token,
     queue_clear,
     request_context,
