@@ -69,7 +69,7 @@ TABLE_CHECKPOINT = "replay:sessions"
 DEFAULT_BATCH = 10_000
 #: Redis replay writes a batch as one pipeline (several commands per state,
 #: buffered with their replies): smaller batches keep its peak memory flat
-#: (measured: +13 % from 100k to 1M events at 5,000, +21 % at 10,000).
+#: as the ledger grows (figures in bench/README.md, bench.replay).
 DEFAULT_REDIS_BATCH = 5_000
 #: Below this many events left, the rebuild takes the append lock and switches.
 FINAL_TAIL = 2000

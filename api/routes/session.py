@@ -73,8 +73,9 @@ def _flag(request: Request, name: str) -> bool:
 
 
 # The flags are read from the query string by hand, not declared as FastAPI
-# parameters: get-session is the hottest route, and dependency solving was a
-# tenth of its time (bench/README.md). The schema still documents them.
+# parameters: get-session is the hottest route, and FastAPI's parameter
+# solving is a visible share of its time (bench/README.md). The schema
+# still documents them.
 @session_router.get(
     "/get-session",
     responses=errors(),

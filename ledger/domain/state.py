@@ -150,7 +150,7 @@ _STATE_FIELDS = tuple(f.name for f in dataclass_fields(SessionState))
 def _with(state: SessionState, changes: dict[str, Any]) -> SessionState:
     """``dataclasses.replace`` without its cost: replace re-checks the field
     names and runs ``__init__`` (one ``object.__setattr__`` per field of a
-    frozen dataclass), and two replaces per event dominated replay profiles.
+    frozen dataclass), and ``evolve`` runs for every event of every replay.
     The changes come from this module only, so copying the slots is safe."""
     new = object.__new__(SessionState)
     for name in _STATE_FIELDS:
