@@ -6,14 +6,12 @@ optimistic concurrency; on a conflict they re-read and decide again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from uuid6 import uuid7
 
@@ -32,8 +30,6 @@ from session_ledger.ledger.domain.errors import (
     ConcurrencyError,
     InvalidCommandError,
     InvalidFieldsError,
-    LedgerError,
-    RetryLaterError,
     SessionNotFoundError,
 )
 from session_ledger.ledger.domain.events import Event, EventMetadata, Fields, RevocationReason
@@ -44,14 +40,9 @@ from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.domain.tokens import hash_token, is_well_formed, new_token
 from session_ledger.ledger.domain.values import has_lone_surrogate
 from session_ledger.ledger.ports import SessionReadModel, UserRecord, UserStore
+from session_ledger.ledger.retry import retry_on_conflict
 from session_ledger.ledger.store import EventStore, StreamAppend
 
-#: Conflicts are retried this many times (each retry re-reads and re-decides).
-MAX_ATTEMPTS = 8
-#: Retry n waits a random time up to min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1)) s.
-RETRY_BASE = 0.005
-RETRY_CAP = 0.1
-T = TypeVar("T")
 MAX_FIELDS_BYTES = 8 * 1024
 
 Payload = dict[str, Any]
@@ -218,7 +209,7 @@ class SessionLedger:
                 refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
             )
 
-        return await self._retrying(attempt, token_hash)
+        return await retry_on_conflict(attempt, token_hash)
 
     async def ended_reason(self, token: str) -> str | None:
         """Why the session ``token`` names has ended (a RevocationReason or
@@ -319,7 +310,7 @@ class SessionLedger:
                 return False
             return await self._revoke([state], RevocationReason.SIGN_OUT, ctx) > 0
 
-        return await self._retrying(attempt, token)
+        return await retry_on_conflict(attempt, token)
 
     async def revoke_session(
         self,
@@ -386,7 +377,7 @@ class SessionLedger:
                 raise SessionNotFoundError(f"no session {missing[0]!r} for this user")
             return await self._revoke(list(owned.values()), reason, ctx)
 
-        return await self._retrying(attempt, user_id)
+        return await retry_on_conflict(attempt, user_id)
 
     async def revoke_other_sessions(
         self, user_id: str, current_session_id: str, ctx: RequestContext = NO_CONTEXT
@@ -406,25 +397,6 @@ class SessionLedger:
 
     # ------------------------------------------------------------- helpers
 
-    async def _retrying(self, attempt: Callable[[bool], Awaitable[T]], subject: str) -> T:
-        """``attempt(fresh)`` until it ends without a ConcurrencyError, at
-        most MAX_ATTEMPTS times.
-
-        Only the first attempt may read through a cache (``fresh=False``):
-        a conflict proves that what it read was out of date, and a cache
-        that served it once may serve it again (Redis refusing writes, or
-        an after-commit write still in flight), so every retry reads the
-        store. Retries wait a random, growing time (full jitter): writers
-        racing for one session would otherwise collide again in lockstep."""
-        for n in range(MAX_ATTEMPTS):
-            if n:
-                await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1))))
-            try:
-                return await attempt(n > 0)
-            except ConcurrencyError:
-                continue
-        raise _busy(subject)
-
     async def _revoke_where(
         self, user_id: str, reason: RevocationReason, ctx: RequestContext, keep: str | None = None
     ) -> int:
@@ -436,7 +408,7 @@ class SessionLedger:
                 return 0
             return await self._revoke(targets, reason, ctx)
 
-        return await self._retrying(attempt, user_id)
+        return await retry_on_conflict(attempt, user_id)
 
     async def _revoke(
         self, states: Sequence[SessionState], reason: RevocationReason, ctx: RequestContext
@@ -490,7 +462,7 @@ class SessionLedger:
             await self._append(state, events, ctx)
             return SessionView.of(_fold_onto(state, events), now, self.policy, current=True)
 
-        return await self._retrying(attempt, token)
+        return await retry_on_conflict(attempt, token)
 
     async def _append(
         self, state: SessionState, events: Sequence[Event], ctx: RequestContext
@@ -524,13 +496,6 @@ def _meta(ctx: RequestContext, user_id: str) -> EventMetadata:
         actor=ctx.actor or f"user:{user_id}",
         request_id=ctx.request_id,
         correlation_id=ctx.correlation_id,
-    )
-
-
-def _busy(subject: str) -> LedgerError:
-    # 503 with Retry-After: the session is busy, not the request wrong.
-    return RetryLaterError(
-        f"gave up after {MAX_ATTEMPTS} conflicting attempts ({subject[:12]}…)", retry_after=1
     )
 
 
