@@ -50,7 +50,13 @@ from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings
 from session_ledger.ledger.domain.rules import expiry_or_refresh_due
 from session_ledger.ledger.domain.tokens import Signer, tokens_equal
-from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
+from session_ledger.ledger.service import (
+    Payload,
+    RequestContext,
+    SessionLedger,
+    SessionView,
+    ValidatedSession,
+)
 
 STATE_KEY = "session_ledger"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -206,18 +212,6 @@ def presented_token(request: HTTPConnection, auth: Auth) -> tuple[str | None, bo
     return auth.jar.read_token(request.cookies), False
 
 
-def _store_must_answer(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
-    """Whether the store would refresh (or expire) this session now: then the
-    cache must not hide it (the rule: ledger.domain.rules)."""
-    try:
-        expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
-    except (KeyError, ValueError):
-        return True
-    if expires_at.tzinfo is None:
-        return True
-    return expiry_or_refresh_due(expires_at, remember, now, auth.settings.session)
-
-
 async def resolve(
     request: HTTPConnection, *, allow_cache: bool, disable_refresh: bool = False
 ) -> AuthSession | None:
@@ -235,24 +229,11 @@ async def resolve(
         # does. So a state-changing request that authenticates by cookie must
         # come from a trusted origin, on host applications' routes too.
         auth.origins.check(request)
-    queued = pending(request)
     now = auth.clock.now()
     if allow_cache and not bearer and auth.cache_enabled:
-        cached = auth.cache.read(request.cookies, now)
-        if (
-            cached is not None
-            and tokens_equal(str(cached.session["token"]), token)
-            and auth.validated.vouches(str(cached.session["id"]), token)
-            and auth.revocations.trusts(str(cached.session["id"]))
-            and not _store_must_answer(cached, now, auth, auth.jar.remember_me(request.cookies))
-        ):
-            return AuthSession(
-                session=cached.session,
-                user=cached.user,
-                payload={"session": cached.session, "user": cached.user},
-                token=token,
-                source="cookie-cache",
-            )
+        hit = _cookie_cache_hit(request, auth, token, now)
+        if hit is not None:
+            return hit
     result = await auth.ledger.get_session_payload(
         token, request_context(request, auth), disable_refresh=disable_refresh
     )
@@ -261,6 +242,65 @@ async def resolve(
             queue_clear(request, auth)
         return None
     payload, validated = result
+    _queue_store_answer(request, auth, validated, payload, now, bearer=bearer)
+    return AuthSession(
+        session=payload["session"],
+        user=payload["user"],
+        payload=payload,
+        token=validated.token,
+        source="store",
+        via_bearer=bearer,
+        view=validated.session,
+    )
+
+
+def _cookie_cache_hit(
+    request: HTTPConnection, auth: Auth, token: str, now: datetime
+) -> AuthSession | None:
+    """The session from the cookie cache, when every condition of the module
+    docstring's step 2 holds; None sends the request to the store."""
+    cached = auth.cache.read(request.cookies, now)
+    if (
+        cached is None
+        or not tokens_equal(str(cached.session["token"]), token)
+        or not auth.validated.vouches(str(cached.session["id"]), token)
+        or not auth.revocations.trusts(str(cached.session["id"]))
+        or _store_must_answer(cached, now, auth, auth.jar.remember_me(request.cookies))
+    ):
+        return None
+    return AuthSession(
+        session=cached.session,
+        user=cached.user,
+        payload={"session": cached.session, "user": cached.user},
+        token=token,
+        source="cookie-cache",
+    )
+
+
+def _store_must_answer(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
+    """Whether the store would refresh (or expire) this session now: then the
+    cache must not hide it (the rule: ledger.domain.rules)."""
+    try:
+        expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
+    except (KeyError, ValueError):
+        return True
+    if expires_at.tzinfo is None:
+        return True
+    return expiry_or_refresh_due(expires_at, remember, now, auth.settings.session)
+
+
+def _queue_store_answer(
+    request: HTTPConnection,
+    auth: Auth,
+    validated: ValidatedSession,
+    payload: Payload,
+    now: datetime,
+    *,
+    bearer: bool,
+) -> None:
+    """Queue what the client must hold after a store answer: the new token
+    when it rotated or slid, and (browsers) a fresh cookie-cache value."""
+    queued = pending(request)
     if validated.rotated or validated.refreshed:
         if bearer:
             queued.headers["set-auth-token"] = auth.signer.sign(validated.token)
@@ -272,15 +312,6 @@ async def resolve(
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], now, request.cookies
         )
-    return AuthSession(
-        session=payload["session"],
-        user=payload["user"],
-        payload=payload,
-        token=validated.token,
-        source="store",
-        via_bearer=bearer,
-        view=validated.session,
-    )
 
 
 # ------------------------------------------------------------ dependencies

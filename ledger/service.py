@@ -176,40 +176,42 @@ class SessionLedger:
             return None
         token_hash = hash_token(token)
 
-        async def attempt(fresh: bool) -> ValidatedSession | None:
-            state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
-            if state is None:
-                return None
-            now = self.clock.now()
-            # A new token only when this validation may rotate (rare): the
-            # OS random source and a hash cost every request otherwise.
-            candidate = new_token() if refresh_due(state.expires_at, now, self.policy) else None
-            decision = decide_validation(
-                state,
-                ValidateSession(
-                    token_hash=token_hash,
-                    ip=ctx.ip,
-                    user_agent=ctx.user_agent,
-                    rotation_token_hash=hash_token(candidate) if candidate else None,
-                    allow_refresh=not disable_refresh,
-                ),
-                now,
-                self.policy,
-            )
-            if decision.events:
-                # A ConcurrencyError: someone else moved the session on.
-                await self._append(state, decision.events, ctx)
-                state = _fold_onto(state, decision.events)
-            if not decision.accepted:
-                return None
-            return ValidatedSession(
-                session=SessionView.of(state, now, self.policy, current=True),
-                token=candidate if decision.rotated and candidate else token,
-                rotated=decision.rotated,
-                refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
-            )
+        def attempt(fresh: bool) -> Awaitable[ValidatedSession | None]:
+            return self._validate(token, token_hash, ctx, fresh=fresh, refresh=not disable_refresh)
 
         return await retry_on_conflict(attempt, token_hash)
+
+    async def _validate(
+        self, token: str, token_hash: str, ctx: RequestContext, *, fresh: bool, refresh: bool
+    ) -> ValidatedSession | None:
+        """One attempt of :meth:`get_session` (a ConcurrencyError: someone
+        else moved the session on, try again)."""
+        state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
+        if state is None:
+            return None
+        now = self.clock.now()
+        # A new token only when this validation may rotate (rare): the OS
+        # random source and a hash cost every request otherwise.
+        candidate = new_token() if refresh_due(state.expires_at, now, self.policy) else None
+        command = ValidateSession(
+            token_hash=token_hash,
+            ip=ctx.ip,
+            user_agent=ctx.user_agent,
+            rotation_token_hash=hash_token(candidate) if candidate else None,
+            allow_refresh=refresh,
+        )
+        decision = decide_validation(state, command, now, self.policy)
+        if decision.events:
+            await self._append(state, decision.events, ctx)
+            state = _fold_onto(state, decision.events)
+        if not decision.accepted:
+            return None
+        return ValidatedSession(
+            session=SessionView.of(state, now, self.policy, current=True),
+            token=candidate if decision.rotated and candidate else token,
+            rotated=decision.rotated,
+            refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
+        )
 
     async def ended_reason(self, token: str) -> str | None:
         """Why the session ``token`` names has ended (a RevocationReason or

@@ -92,6 +92,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, TypeVar, assert_never
 
 from pydantic import BaseModel, JsonValue, ValidationError
@@ -272,8 +273,33 @@ def decide_validation(
         return _rejected("not_found")
     if state.is_ended:
         return _rejected(state.status.value)
+    shown = _shown_token(state, command.token_hash, now)
+    if shown is _Shown.UNKNOWN:
+        return _rejected("unknown_token")
+    due = expiry_due(state, now)
+    if due is not None:
+        return _rejected("expired", [SessionExpired(expired_at=now, reason=due)])
+    if shown is _Shown.REUSED:
+        revoked = SessionRevoked(
+            revoked_at=now, reason=RevocationReason.TOKEN_REUSE, actor=SYSTEM_ACTOR
+        )
+        return _rejected("token_reuse", [revoked])
+    return _accepted(state, command, now, policy, current=shown is _Shown.CURRENT)
 
-    presented = command.token_hash
+
+class _Shown(Enum):
+    """Which of the session's tokens a hash is."""
+
+    CURRENT = "current"
+    #: The previous token within its grace window (a request that raced the rotation).
+    IN_GRACE = "in_grace"
+    #: A retired token past its grace window, or an older one.
+    REUSED = "reused"
+    UNKNOWN = "unknown"
+
+
+def _shown_token(state: SessionState, presented: str, now: datetime) -> _Shown:
+    # Every comparison is made, whatever the answer (constant time).
     is_current = tokens_equal(state.token_hash, presented)
     # previous_token_hash is also in retired_token_hashes: "retired but in
     # grace" is the one retired hash still accepted.
@@ -281,21 +307,26 @@ def decide_validation(
     is_previous = state.previous_token_hash is not None and tokens_equal(
         state.previous_token_hash, presented
     )
+    if is_current:
+        return _Shown.CURRENT
+    if not is_retired:
+        return _Shown.UNKNOWN
     in_grace = is_previous and state.grace_until is not None and now < state.grace_until
-    if not (is_current or is_retired):
-        return _rejected("unknown_token")
+    return _Shown.IN_GRACE if in_grace else _Shown.REUSED
 
-    due = expiry_due(state, now)
-    if due is not None:
-        return _rejected("expired", [SessionExpired(expired_at=now, reason=due)])
-    if not (is_current or in_grace):
-        revoked = SessionRevoked(
-            revoked_at=now, reason=RevocationReason.TOKEN_REUSE, actor=SYSTEM_ACTOR
-        )
-        return _rejected("token_reuse", [revoked])
 
+def _accepted(
+    state: SessionState,
+    command: ValidateSession,
+    now: datetime,
+    policy: SessionPolicy,
+    *,
+    current: bool,
+) -> ValidationDecision:
+    """An accepted token: may refresh (and rotate) when it is the current
+    one, may record activity either way."""
     events: list[Event] = []
-    if is_current and command.allow_refresh and refresh_due(state.expires_at, now, policy):
+    if current and command.allow_refresh and refresh_due(state.expires_at, now, policy):
         events = _refresh(state, now, policy, command.rotation_token_hash)
     touched = _touch(state, command, now, policy, refreshed=bool(events))
     if touched is not None:
