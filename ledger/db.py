@@ -184,8 +184,8 @@ class Driver:
         params)``, which returns the statement's rows.
 
         Every aiosqlite call is a hop from the event loop to the
-        connection's thread and back (about 50 µs here, more than SQLite
-        needs for an INSERT); a transaction of four statements made four.
+        connection's thread and back, which costs more than SQLite needs for
+        an INSERT (bench/README.md); a transaction of four statements made four.
         Here it is one, whatever the number of statements. aiosqlite has no
         public call for "run this function in your thread": this uses its
         queue (``_execute``) and the sqlite3 connection it owns (``_conn``),

@@ -19,8 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.chain import GENESIS, canonical_json, event_hash_from_json, timestamp
 from session_ledger.ledger.clock import Clock, SystemClock, utc
-from session_ledger.ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.errors import (
+    ConcurrencyError,
+    EventValidationError,
+    InvalidAppendError,
+)
+from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     RecordedEvent,

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import Table
 
-from session_ledger.ledger.events import Event, EventMetadata, RecordedEvent
+from session_ledger.ledger.domain.events import Event, EventMetadata, RecordedEvent
 
 
 @dataclass(frozen=True, slots=True)

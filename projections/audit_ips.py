@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from session_ledger.ledger.audit_schema import audit_ips, ip_key
-from session_ledger.ledger.events import SessionCreated, SessionTouched, SignInFailed
+from session_ledger.ledger.domain.events import SessionCreated, SessionTouched, SignInFailed
 from session_ledger.ledger.writes import FromEvents, Insert, Projected, Rows, Write
 
 

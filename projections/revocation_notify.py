@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES
 from session_ledger.ledger.writes import FromEvents, Notify, Projected, Rows, Write
 
 CHANNEL = "session_ledger_revocations"

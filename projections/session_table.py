@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.clock import utc
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.events import SessionRotated, is_session_event
+from session_ledger.ledger.domain.events import SessionRotated, is_session_event
+from session_ledger.ledger.domain.state import SessionState, SessionStatus, evolve
 from session_ledger.ledger.recorder import Lookup, Recorder
 from session_ledger.ledger.recorders import recorder_for
-from session_ledger.ledger.session import SessionState, SessionStatus, evolve
 from session_ledger.ledger.writes import Insert, Prior, Projected, Rows, Write
 from session_ledger.projections.schema import retired_tokens, sessions
 

@@ -49,7 +49,7 @@ from session_ledger.api.users.passwords import BoundedHashing, PasswordPolicy, h
 from session_ledger.api.users.schema import accounts, users
 from session_ledger.ledger.clock import Clock, SystemClock, utc
 from session_ledger.ledger.config import PasswordSettings
-from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.domain.errors import ServerBusyError
 from session_ledger.ledger.ports import ProviderAccount, UserRecord
 from session_ledger.ledger.recorder import Lookup
 from session_ledger.ledger.recorders import recorder_for

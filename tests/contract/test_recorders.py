@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from session_ledger.api.users.schema import users
 from session_ledger.ledger.chain import GENESIS
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.errors import ConcurrencyError
-from session_ledger.ledger.events import RevocationReason, SessionRevoked, SessionRotated
+from session_ledger.ledger.domain.errors import ConcurrencyError
+from session_ledger.ledger.domain.events import RevocationReason, SessionRevoked, SessionRotated
 from session_ledger.ledger.recorder import Lookup, Recorder
 from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.recorders.memory import MemoryRecorder

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import Event
+from session_ledger.ledger.domain.events import Event
 from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.recorders.postgres import PostgresRecorder
 from session_ledger.ledger.recorders.sql import SqlRecorder

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.recorder import Recorder
 from session_ledger.ledger.recorders.memory import MemoryRecorder
 from session_ledger.ledger.service import SessionLedger
