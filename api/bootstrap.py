@@ -22,7 +22,7 @@ from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.cached_read_model import CachedSessionReadModel
 from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
+from session_ledger.projections.runner import NotifyAfterCommit, ProjectionRunner
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 
@@ -71,12 +71,14 @@ async def build(
         engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
     )
     if engine.dialect.name == "postgresql":
-        # NOTIFY in the append transaction: other processes' revocation
-        # feeds, and (ledger_events) the runner and every process's Redis
-        # freshness. Sent by every writer, with Redis configured or not: a
-        # writer that changed sessions without saying so would leave the
-        # others believing a cache it did not update.
-        store.inline_projections += [PgRevocationNotifier(), NotifyOnAppend()]
+        # NOTIFY in the append transaction, for ends only (rare): other
+        # processes' revocation feeds. After commit, a wake-up for the
+        # runner and every process's change feed, which read the ledger
+        # themselves (projections.runner.NotifyAfterCommit). Sent by every
+        # writer, with Redis configured or not: the others' feeds would
+        # otherwise hear of its changes only when they poll.
+        store.inline_projections += [PgRevocationNotifier()]
+        store.after_commit.append(NotifyAfterCommit(engine))
     read_model: SessionReadModel = SqlSessionReadModel(engine)
     redis_client, runner, freshness = None, None, None
     if settings.redis.url:
@@ -129,7 +131,7 @@ def _redis_cache(
     listen_dsn = None
     postgres = engine.dialect.name == "postgresql"
     if postgres:
-        # NotifyOnAppend (see build) wakes the runner.
+        # NotifyAfterCommit (see build) wakes the runner.
         listen_dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     runner = ProjectionRunner(
         store,

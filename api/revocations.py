@@ -34,9 +34,13 @@ feed is caught up.
 
 With the Redis cache, the feed also tells its
 :class:`~projections.freshness.CacheFreshness` (:meth:`attach_freshness`)
-of *every* append, not only the ends: ``NOTIFY ledger_events`` on
-PostgreSQL, the whole tail on SQLite. Redis is believed exactly while the
-feed is caught up, and only for what it heard of.
+of *every* append, not only the ends: on PostgreSQL read from the ledger
+(:class:`~projections.change_feed.LedgerChanges`) on every ``NOTIFY
+ledger_events`` (a wake-up each writer sends after its commit) and every
+``change_feed.POLL_INTERVAL``; the whole tail on SQLite. Redis is believed
+exactly while the feed is caught up, and only for what it heard of. The
+revocation NOTIFY stays inside the append transaction: it is rare (ends
+only), and the cookie cache has no other way to hear of it.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
 from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
-from session_ledger.projections.freshness import CacheFreshness, parse_changes
+from session_ledger.ledger import horizon
+from session_ledger.projections.change_feed import POLL_INTERVAL as CHANGES_POLL_INTERVAL
+from session_ledger.projections.change_feed import LedgerChanges
+from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.runner import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -136,6 +143,7 @@ class RevocationFeed:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
 
     # --------------------------------------------------------------- queries
 
@@ -210,7 +218,7 @@ class RevocationFeed:
                 await self._task
             self._task = None
 
-    def _mark(self, caught_up: bool, head: int = 0) -> None:
+    def _mark(self, caught_up: bool, head: horizon.Mark = horizon.ORIGIN) -> None:
         """Caught up (appends after ``head`` will be heard), or lost."""
         self._caught_up = caught_up
         if self._users is not None:
@@ -254,10 +262,8 @@ class RevocationFeed:
         if isinstance(payload, str) and self._users is not None:
             self._users.invalidate(uid for uid in payload.split(",") if uid)
 
-    def _on_changes_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        parsed = parse_changes(payload) if isinstance(payload, str) else None
-        if parsed is not None and self._freshness is not None:
-            self._freshness.heard(*parsed)
+    def _on_changes_notify(self, *_args: object) -> None:
+        self._wake.set()
 
     async def _run_postgres(self) -> None:
         url = make_url(self.database_url).set(drivername="postgresql")
@@ -270,16 +276,17 @@ class RevocationFeed:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 await conn.add_listener(USERS_CHANNEL, self._on_users_notify)
+                changes, start = None, horizon.ORIGIN
                 if self._freshness is not None:
                     await conn.add_listener(CHANGES_CHANNEL, self._on_changes_notify)
-                self._mark(True, await self._catch_up(self.engine))
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), KEEPALIVE)
-                    if not lost.is_set():
-                        # A half-open TCP connection never reports termination:
-                        # probe it, and treat a slow answer as a lost feed.
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
+                    # Listening first: an append committed after this head
+                    # is read by the first pass or wakes a later one.
+                    start = await horizon.head(self.engine)
+                    changes = LedgerChanges(self.engine, self._freshness, start)
+                    await changes.read_pass()
+                await self._catch_up(self.engine)
+                self._mark(True, start)
+                await self._listen(conn, lost, changes)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -290,6 +297,34 @@ class RevocationFeed:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
             await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _listen(
+        self, conn: asyncpg.Connection, lost: asyncio.Event, changes: LedgerChanges | None
+    ) -> None:
+        """Until the connection is lost: read the ledger's changes on every
+        wake-up (and every CHANGES_POLL_INTERVAL), probe the connection
+        every KEEPALIVE."""
+        wait = KEEPALIVE if changes is None else CHANGES_POLL_INTERVAL
+        probed = asyncio.get_running_loop().time()
+        while not lost.is_set():
+            waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if lost.is_set():
+                return
+            if changes is not None:
+                # Cleared before reading: a wake-up during the pass asks for another.
+                self._wake.clear()
+                await changes.read_pass()
+            now = asyncio.get_running_loop().time()
+            if now - probed >= KEEPALIVE:
+                # A half-open TCP connection never reports termination:
+                # probe it, and treat a slow answer as a lost feed.
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
+                probed = now
 
     # ------------------------------------------------------- SQLite polling
 
@@ -305,7 +340,7 @@ class RevocationFeed:
                 watch = None if path is None else DataVersionWatch(path)
                 try:
                     position = await self._catch_up(engine)
-                    self._mark(True, position)
+                    self._mark(True, (0, position))
                     if watch is not None:
                         await self._watch(watch, position)
                     else:
@@ -359,7 +394,9 @@ class RevocationFeed:
         self.add(stream_id for _, stream_id, _, type_ in rows if type_ in TERMINAL_EVENT_TYPES)
         last = int(rows[-1][0])
         if self._freshness is not None:
-            self._freshness.heard(last, ((stream_id, version) for _, stream_id, version, _ in rows))
+            self._freshness.heard(
+                (0, last), ((stream_id, version) for _, stream_id, version, _ in rows)
+            )
         return last
 
 

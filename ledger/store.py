@@ -1,5 +1,6 @@
 """The event store: one append-only table, optimistic concurrency per stream,
-gap-free global order, a hash chain per stream.
+a hash chain per stream. Appends run in parallel on PostgreSQL; followers
+read in commit-safe order (ledger.horizon).
 
 One implementation for PostgreSQL (asyncpg) and SQLite (aiosqlite).
 """
@@ -52,8 +53,6 @@ log = logging.getLogger(__name__)
 
 MAX_STREAM_ID = 64
 MAX_USER_ID = 128
-#: Key of the PostgreSQL advisory lock that serialises appends (see _PG_LOCK).
-APPEND_LOCK_KEY = 0x5E55_1011
 
 
 #: Appends to more existing streams than this run the projections' apply
@@ -108,8 +107,6 @@ class EventStore:
     def __post_init__(self) -> None:
         self._writer = writer(self.engine)
         self._reader = autocommit(self.engine)
-        #: Off only in the test that shows what the append lock prevents.
-        self._serialise = True
 
     # ------------------------------------------------------------------ writes
 
@@ -156,8 +153,7 @@ class EventStore:
             try:
                 if writes is not None:
                     # On the driver: PostgreSQL one statement in its own
-                    # implicit transaction (see _PG_LOCK for how it still
-                    # serialises appends; ledger.db.fetch_standalone);
+                    # implicit transaction (ledger.db.fetch_standalone);
                     # SQLite one transaction in one hop (ledger.db.pooled).
                     sent = True
                     if postgres:
@@ -298,8 +294,6 @@ class EventStore:
         """PostgreSQL: the append and ``writes`` as one statement (its text,
         parameters, and the number of events it inserts)."""
         ((sql, params, count),) = rows.chunks("postgresql")
-        if not self._serialise:
-            sql = sql.replace(_PG_LOCK, "")
         if not writes:
             return sql, params, count
         fused_sql, fused = pg_statement(self.engine.dialect, sql, params, writes)
@@ -341,8 +335,6 @@ class EventStore:
         with it."""
         positions: dict[tuple[str, int], int] = {}
         for sql, params, count in rows.chunks(self._dialect):
-            if not self._serialise:
-                sql = sql.replace(_PG_LOCK, "")
             if self._dialect == "sqlite":
                 returned = await driver_fetch(conn, sql, params)
             else:
@@ -385,7 +377,10 @@ class EventStore:
             return [_recorded_from_db(row) for row in result]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Events with position > ``after_position`` in global order (gap-free)."""
+        """Events with position > ``after_position`` in position order, as
+        committed so far: for display and for paging through a ledger no one
+        writes to. On PostgreSQL a later position may commit first, so a
+        reader *following* the ledger uses ledger.horizon instead."""
         query = (
             select(events_table)
             .where(events_table.c.position > after_position)
@@ -399,7 +394,7 @@ class EventStore:
     async def iter_all(
         self, after_position: int = 0, batch_size: int = 1000, up_to: int | None = None
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """Batches of events in global order, in bounded memory."""
+        """Batches of events in position order, in bounded memory (see read_all)."""
         position = after_position
         while True:
             batch = await self.read_all(position, batch_size)
@@ -505,27 +500,18 @@ _COLUMNS = (
     "stream_id, stream_version, type, schema_version, data, meta, user_id, "
     "recorded_at, prev_hash, hash"
 )
-#: Serialises appends so that positions are handed out in commit order. A
-#: sequence alone hands out positions at INSERT time, and transactions commit
-#: in any order: a reader that has seen position 12 committed would never
-#: look back for an 11 that commits a moment later. The transaction-scoped
-#: advisory lock is taken by this uncorrelated EXISTS, which PostgreSQL
-#: evaluates once as an InitPlan before the first row is produced, so before
-#: any position is drawn from the identity sequence; it is released only
-#: after COMMIT has made the rows visible, so the next appender's positions
-#: are all higher than every visible one. Taking it inside the INSERT saves
-#: a round trip over a separate SELECT. The INSERT's snapshot predates the
-#: lock, which is harmless: it reads nothing (the unique index checks the
-#: latest rows whatever the snapshot). Cost: appends do not run in parallel
-#: (measured in bench/append.py); reads are unaffected.
-_PG_LOCK = f"WHERE EXISTS (SELECT FROM pg_advisory_xact_lock({APPEND_LOCK_KEY}))"
+#: No lock: appends run in parallel. Positions come from the identity
+#: sequence when the rows are inserted, and transactions commit in any
+#: order, so a reader following positions could skip one that commits late.
+#: Each row records its transaction instead (``xid``, filled in by the
+#: column's default, pg_current_xact_id()), and followers read in (xid,
+#: position) order below the oldest running transaction: see ledger.horizon.
 #: Arrays instead of one VALUES tuple per row: one statement text (prepared
 #: once) for any batch size, and no limit on the number of rows.
 _PG_INSERT = f"""INSERT INTO ledger_events ({_COLUMNS})
 SELECT s, v, t, sv, d::json, $1::json, u, $2::timestamptz, p, h
 FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[],
             $9::text[], $10::text[]) AS x(s, v, t, sv, d, u, p, h)
-{_PG_LOCK}
 RETURNING position, stream_id, stream_version"""  # noqa: S608 (constants only)
 
 
