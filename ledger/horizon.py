@@ -199,15 +199,20 @@ async def horizon(conn: AsyncConnection) -> int | None:
 
 async def head(engine: AsyncEngine) -> Mark:
     """The last mark a follower can read now (ORIGIN when there is none)."""
-    pg = postgres(engine)
+    async with engine.connect() as conn:
+        return await head_in(conn)
+
+
+async def head_in(conn: AsyncConnection) -> Mark:
+    """:func:`head`, on ``conn``."""
+    pg = postgres(conn)
     query = select(mark_column(pg=pg), _t.position)
     if pg:
         query = query.where(below_horizon())
         query = query.order_by(_t.xid.desc(), _t.position.desc())
     else:
         query = query.order_by(_t.position.desc())
-    async with engine.connect() as conn:
-        row = (await conn.execute(query.limit(1))).first()
+    row = (await conn.execute(query.limit(1))).first()
     return ORIGIN if row is None else (int(row[0]), int(row[1]))
 
 
