@@ -44,6 +44,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     bindparam,
+    func,
     literal,
     literal_column,
     null,
@@ -216,6 +217,14 @@ async def head_in(conn: AsyncConnection) -> Mark:
     return ORIGIN if row is None else (int(row[0]), int(row[1]))
 
 
+async def count_after(engine: AsyncEngine, mark: Mark, limit: int) -> int:
+    """Events committed after ``mark`` (horizon or not), counted up to ``limit``."""
+    pg = postgres(engine)
+    inner = select(_t.position).where(after(mark, pg=pg)).limit(limit).subquery()
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(inner)) or 0)
+
+
 def final_mark(h: int | None, last: Mark) -> Mark:
     """The checkpoint of a reader that has just applied every committed row
     (up to ``last``) while no writer could be running on the ledger (replay's
@@ -244,8 +253,10 @@ class Lag:
 _LAG = f"""SELECT
   (SELECT count(*) FROM ledger_events WHERE xid >= {HORIZON_SQL}) AS held_back,
   COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - LEAST(
-     (SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL),
-     (SELECT min(prepared) FROM pg_prepared_xacts))), 0) AS oldest,
+     (SELECT min(xact_start) FROM pg_stat_activity
+      WHERE backend_xid IS NOT NULL AND datname = current_database()),
+     (SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database()))),
+     0) AS oldest,
   {HORIZON_SQL} AS horizon"""  # noqa: S608 (constants only)
 
 
