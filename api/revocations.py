@@ -59,13 +59,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.db import Driver, make_engine, pooled
 from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
 from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
-from session_ledger.ledger import horizon
 from session_ledger.projections.change_feed import POLL_INTERVAL as CHANGES_POLL_INTERVAL
 from session_ledger.projections.change_feed import LedgerChanges
 from session_ledger.projections.freshness import CacheFreshness

@@ -188,7 +188,9 @@ async def read(
     query = follow(select(events_table), mark, pg=pg, safe=safe).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return Batch([_recorded(r) for r in rows], [(int(r.xid) if pg else 0, r.position) for r in rows])
+    return Batch(
+        [_recorded(r) for r in rows], [(int(r.xid) if pg else 0, r.position) for r in rows]
+    )
 
 
 async def horizon(conn: AsyncConnection) -> int | None:
@@ -268,5 +270,3 @@ async def lag(engine: AsyncEngine) -> Lag:
     async with engine.connect() as conn:
         row = (await conn.execute(text(_LAG))).one()
     return Lag(int(row.held_back), max(0.0, float(row.oldest)), int(row.horizon))
-
-

@@ -170,8 +170,8 @@ def parse_expected(text: str) -> tuple[Mark, str]:
         raise DigestFormatError(
             f"expected [XID:]POSITION:DIGEST (numbers and 64 hex digits), got {text!r}"
         )
-    xid, position = (0, *numbers) if len(numbers) == 1 else numbers
-    return (int(xid), int(position)), digest
+    xid = int(numbers[0]) if len(numbers) == 2 else 0
+    return (xid, int(numbers[-1])), digest
 
 
 def _is_hex(text: str) -> bool:
@@ -262,7 +262,9 @@ def _hash_matches(row: _EventRow) -> bool:
     ledger.chain.event_hash decides. A fast match is therefore a match of the
     exact hash (short of a SHA-256 collision).
     """
-    _, stream_id, version, event_type, schema_version, data, meta, user_id, at, prev, stored, _ = row
+    _, stream_id, version, event_type, schema_version, data, meta, user_id, at, prev, stored, _ = (
+        row
+    )
     try:
         body = orjson.dumps(
             {

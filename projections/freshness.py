@@ -198,5 +198,3 @@ class CacheFreshness:
             return False
         entry = self._entries.get(state.session_id)
         return entry is None or entry[0] <= state.version
-
-

@@ -26,9 +26,9 @@ Redis
     A new generation (key namespace ``<prefix>g<N>:``) is filled while the
     live one serves; the switch, under the table lock, applies the tail and
     flips the ``gen`` pointer; the new generation's checkpoint is then the
-    horizon seen under the lock (ledger.horizon.final_mark). Writers keep writing the previous generation
-    for DUAL_WRITE_SECONDS (readers cache the pointer for less), then it is
-    deleted.
+    horizon seen under the lock (ledger.horizon.final_mark). Writers keep
+    writing the previous generation for DUAL_WRITE_SECONDS (readers cache the
+    pointer for less), then it is deleted.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger import horizon
+from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.db import is_sqlite, writer
 from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize_json
 from session_ledger.ledger.horizon import Mark

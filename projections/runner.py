@@ -31,10 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger import horizon
+from session_ledger.ledger.db import fetch_standalone
 from session_ledger.ledger.events import RecordedEvent
 from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.store import EventStore
-from session_ledger.ledger.db import fetch_standalone
 from session_ledger.projections.redis_cache import Keys, RateLimitedWarning, RedisCacheProjection
 
 log = logging.getLogger(__name__)

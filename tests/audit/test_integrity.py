@@ -266,7 +266,8 @@ async def test_a_digest_covers_what_a_reader_below_the_horizon_sees(
     (b,) = await slow
     assert b.position < later[0].position
     second = await record_digest(pg_engine, clock)
-    assert second is not None and second.event_count == 3
+    assert second is not None
+    assert second.event_count == 3
     report = await verify_ledger(pg_engine, expect=[(first.mark, first.digest)])
     assert report.ok, report.problems
     assert report.digests_checked == 2

@@ -7,8 +7,8 @@ from session_ledger.ledger.session import SessionState, SessionStatus
 from session_ledger.projections.freshness import (
     MAX_ENTRIES,
     RETAIN_SECONDS,
-    CacheFreshness,
     UNKNOWN,
+    CacheFreshness,
 )
 from tests.support.events import T0, touched
 

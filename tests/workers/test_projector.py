@@ -208,6 +208,7 @@ async def test_a_long_transaction_shows_as_horizon_lag_and_the_runner_catches_up
         assert running.projector.lag["redis"][0] > 0  # committed, not applied
         await txn.rollback()
     await _caught_up(running)
-    assert running.metrics.registry.get_sample_value(
-        "session_ledger_ledger_horizon_held_back_events"
-    ) == 0
+    assert (
+        running.metrics.registry.get_sample_value("session_ledger_ledger_horizon_held_back_events")
+        == 0
+    )
