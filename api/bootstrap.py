@@ -41,6 +41,9 @@ class Container:
     freshness: CacheFreshness | None = None
 
     async def close(self) -> None:
+        for hook in self.store.after_commit:
+            if isinstance(hook, NotifyAfterCommit):
+                await hook.flush()  # a wake-up on its way, before the pool goes
         if self.runner is not None:
             self.runner.cache.close()
         if isinstance(self.ledger.users, SqlUserStore):
