@@ -123,9 +123,9 @@ def below_horizon() -> ColumnElement[bool]:
     appends (see the module docstring): the xmin is the statement's own,
     so every row it lets through is final in the snapshot that reads it,
     and everything it holds back comes after it in (xid, position) order.
-    A long-running writing transaction anywhere in the cluster holds the
-    horizon, and so every follower, back until it ends: readers lag, they
-    never skip."""
+    A long-running writing transaction of the database holds the horizon,
+    and so every follower, back until it ends: readers lag, they never
+    skip."""
     return _t.xid < _horizon()
 
 
