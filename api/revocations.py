@@ -80,6 +80,9 @@ MARGIN = timedelta(seconds=60)
 NOTIFY_BATCH = 150
 RECONNECT_DELAY = 0.5
 KEEPALIVE = 5.0
+# stop(): cancel, wait up to STOP_GRACE s, again (see stop).
+STOP_GRACE = 0.5
+STOP_ATTEMPTS = 10
 #: How often the SQLite feed looks for commits (PRAGMA data_version).
 POLL_INTERVAL = 0.005
 #: SQLite databases that cannot be watched so (in-memory, URL options) are
@@ -212,11 +215,24 @@ class RevocationFeed:
     async def stop(self) -> None:
         self._stopping = True
         self._caught_up = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Python 3.11's asyncio.wait_for swallows a cancellation that arrives
+        # as the awaited call completes (the keepalive probe, the lost-feed
+        # wait): one cancel() may be lost. The loops also check _stopping at
+        # every wake-up; cancelling again until the task ends makes stop (and
+        # with it the app's shutdown) bounded either way.
+        for _ in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=STOP_GRACE)
+            if done:
+                break
+        else:
+            log.warning("revocation feed did not stop within %.1f s", STOP_ATTEMPTS * STOP_GRACE)
+            return
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     def _mark(self, caught_up: bool, head: horizon.Mark = horizon.ORIGIN) -> None:
         """Caught up (appends after ``head`` will be heard), or lost."""
@@ -306,14 +322,15 @@ class RevocationFeed:
         every KEEPALIVE."""
         wait = KEEPALIVE if changes is None else CHANGES_POLL_INTERVAL
         probed = asyncio.get_running_loop().time()
-        while not lost.is_set():
+        # _stopping checked at every wake-up: a cancellation may be lost (see stop).
+        while not lost.is_set() and not self._stopping:
             waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
                 await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
-            if lost.is_set():
+            if lost.is_set() or self._stopping:
                 return
             if changes is not None:
                 # Cleared before reading: a wake-up during the pass asks for another.
@@ -364,7 +381,7 @@ class RevocationFeed:
         (busy timeout 0: SQLITE_BUSY means look again next time)."""
         seen = None
         more = True
-        while True:
+        while not self._stopping:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 # The version before the tail: a commit after it is read now
@@ -380,7 +397,7 @@ class RevocationFeed:
 
     async def _poll(self, engine: AsyncEngine, position: int) -> None:
         """The fallback: the tail through the engine, every ENGINE_POLL_INTERVAL."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(ENGINE_POLL_INTERVAL)
             # On the driver, in autocommit: one hop to the connection's thread.
             rows = await pooled(engine, _tail_after(position))
