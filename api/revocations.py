@@ -324,12 +324,8 @@ class RevocationFeed:
         probed = asyncio.get_running_loop().time()
         # _stopping checked at every wake-up: a cancellation may be lost (see stop).
         while not lost.is_set() and not self._stopping:
-            waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._wake.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken(lost), wait)
             if lost.is_set() or self._stopping:
                 return
             if changes is not None:
@@ -342,6 +338,15 @@ class RevocationFeed:
                 # probe it, and treat a slow answer as a lost feed.
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
                 probed = now
+
+    async def _woken(self, lost: asyncio.Event) -> None:
+        """Until the connection is lost or a wake-up came."""
+        waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     # ------------------------------------------------------- SQLite polling
 
