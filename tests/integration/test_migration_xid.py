@@ -209,9 +209,8 @@ async def test_migration_0008_keeps_digests_and_their_guard_both_ways(
         )
     await migrations.upgrade(engine, "0008")
     async with engine.connect() as conn:
-        assert (await conn.execute(text("SELECT xid, position FROM ledger_digests"))).all() == [
-            (0, 3)
-        ]
+        stored = await conn.execute(text("SELECT xid, position FROM ledger_digests"))
+        assert [tuple(row) for row in stored] == [(0, 3)]
     await migrations.downgrade(engine, XID)
     assert "xid" not in await columns(engine, "ledger_digests")
     with pytest.raises(Exception, match="append-only"):
