@@ -25,12 +25,12 @@ and sign-up rules and the account throttle **fail closed** (503
 guessing is worse than a short refusal. Either way a rate-limited warning
 is logged and ``session_ledger_rate_limit_storage_errors_total`` counts it.
 
-Cost on the hot path (every get-session). A call into ``limits`` costs
-8-20 microseconds on memory (the *synchronous* memory storage, sweeping
-once a second: see :class:`SweptMemoryStorage`; its asyncio twin starts a
-task per call that walks every key, with a thread hop per key for moving
-windows) and a round trip on Redis, against some 130 for a whole
-get-session answered from the cookie cache. So the default rule's hits are
+Cost on the hot path (every get-session). A call into ``limits`` is a
+sizeable share of a get-session answered from the cookie cache on memory
+(the *synchronous* memory storage, sweeping once a second: see
+:class:`SweptMemoryStorage`; its asyncio twin starts a task per call that
+walks every key, with a thread hop per key for moving windows) and a round
+trip on Redis (figures in bench/README.md). So the default rule's hits are
 counted here and handed to ``limits`` in batches of up to 10 (``_Batch``,
 ``max // 10`` for small limits); a key the storage refused stays refused
 here until that window frees. The count in the storage may therefore trail
@@ -59,7 +59,7 @@ from redis.exceptions import RedisError
 
 from session_ledger.api.metrics import ServiceMetrics
 from session_ledger.ledger.config import RateLimitRule, Settings
-from session_ledger.ledger.errors import ConfigError, RetryLaterError
+from session_ledger.ledger.domain.errors import ConfigError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.clock import utc
-from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize
+from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize
 from session_ledger.ledger.schema import Xid8
 from session_ledger.ledger.schema import events as events_table
 

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger import horizon
 from session_ledger.ledger.db import fetch_standalone
-from session_ledger.ledger.events import RecordedEvent
+from session_ledger.ledger.domain.events import RecordedEvent
 from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.redis_cache import Keys, RateLimitedWarning, RedisCacheProjection

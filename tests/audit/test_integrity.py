@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.chain import GENESIS
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.events import RecordedEvent
+from session_ledger.ledger.domain.events import RecordedEvent
 from session_ledger.ledger.integrity import (
     Digest,
     DigestFormatError,

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger import horizon
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import Event, RecordedEvent
+from session_ledger.ledger.domain.events import Event, RecordedEvent
 from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.store import EventStore
 from tests.support.chain import raw_rows, verify_chain
