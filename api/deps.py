@@ -150,6 +150,7 @@ class Auth:
         if self.container.freshness is not None:
             self.revocations.attach_freshness(self.container.freshness)
         await self.revocations.start()
+        self.limiter.start()
 
     async def stop(self) -> None:
         await self.limiter.close()
