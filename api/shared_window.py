@@ -179,7 +179,7 @@ class SharedWindow:
     async def _flushed(self, patience: float) -> bool:
         """Wait, at most ``patience`` seconds, for a flush that sends what is
         unsent now; whether one did."""
-        if self._task is None or not self.healthy or patience <= 0:
+        if self._task is None or self._task.done() or not self.healthy or patience <= 0:
             return False  # no flusher, or Redis is down: fail open
         if self._next_flush is None:
             self._next_flush = asyncio.get_running_loop().create_future()
@@ -216,7 +216,10 @@ class SharedWindow:
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # a bug must not stop the counting: logged, next round
+                self._on_error(exc)
 
     async def flush(self) -> None:
         """Send the hits counted here; read every process's totals back."""
