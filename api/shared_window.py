@@ -96,6 +96,8 @@ class _Count:
     unsent: int = 0
     #: This process's hits in the flush under way.
     sending: int = 0
+    #: Its current and previous window's names in Redis (made at the first flush).
+    names: tuple[bytes, bytes] | None = None
 
     @property
     def total(self) -> int:
@@ -250,16 +252,24 @@ class SharedWindow:
                 done.set_result(None)
 
     async def _send(self, chunk: list[tuple[Key, _Count]]) -> list[int]:
-        keys: list[str] = []
+        keys: list[bytes] = []
         args: list[int] = [2 * self.expiry]  # as limits: a window's count outlives it by one
-        for (client, path, number), count in chunk:
-            previous, current = TimestampedSlidingWindow.sliding_window_keys(
-                self.item.key_for(client, path), self.expiry, number * self.expiry
-            )
-            keys += [self._prefixed(current), self._prefixed(previous)]
+        for key, count in chunk:
+            names = count.names
+            if names is None:
+                names = count.names = self._names(*key)
+            keys += names
             args.append(count.sending)
         totals: list[int] = await self._script(keys=keys, args=args)
         return totals
+
+    def _names(self, client: str, path: str, number: int) -> tuple[bytes, bytes]:
+        # Encoded once per key and window: the client encodes every argument
+        # of every flush, and a key is flushed up to every interval.
+        previous, current = TimestampedSlidingWindow.sliding_window_keys(
+            self.item.key_for(client, path), self.expiry, number * self.expiry
+        )
+        return self._prefixed(current).encode(), self._prefixed(previous).encode()
 
     def _read_back(self, chunk: list[tuple[Key, _Count]], totals: list[int]) -> None:
         for ((client, path, number), count), i in zip(chunk, range(0, len(totals), 2), strict=True):
