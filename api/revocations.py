@@ -73,6 +73,9 @@ MARGIN = timedelta(seconds=60)
 NOTIFY_BATCH = 150
 RECONNECT_DELAY = 0.5
 KEEPALIVE = 5.0
+# stop(): cancel, wait up to STOP_GRACE s, again (see stop).
+STOP_GRACE = 0.5
+STOP_ATTEMPTS = 10
 #: How often the SQLite feed looks for commits (PRAGMA data_version).
 POLL_INTERVAL = 0.005
 #: SQLite databases that cannot be watched so (in-memory, URL options) are
@@ -204,11 +207,24 @@ class RevocationFeed:
     async def stop(self) -> None:
         self._stopping = True
         self._caught_up = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Python 3.11's asyncio.wait_for swallows a cancellation that arrives
+        # as the awaited call completes (the keepalive probe, the lost-feed
+        # wait): one cancel() may be lost. The loops also check _stopping at
+        # every wake-up; cancelling again until the task ends makes stop (and
+        # with it the app's shutdown) bounded either way.
+        for _ in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=STOP_GRACE)
+            if done:
+                break
+        else:
+            log.warning("revocation feed did not stop within %.1f s", STOP_ATTEMPTS * STOP_GRACE)
+            return
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     def _mark(self, caught_up: bool, head: int = 0) -> None:
         """Caught up (appends after ``head`` will be heard), or lost."""
@@ -273,10 +289,10 @@ class RevocationFeed:
                 if self._freshness is not None:
                     await conn.add_listener(CHANGES_CHANNEL, self._on_changes_notify)
                 self._mark(True, await self._catch_up(self.engine))
-                while not lost.is_set():
+                while not lost.is_set() and not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), KEEPALIVE)
-                    if not lost.is_set():
+                    if not lost.is_set() and not self._stopping:
                         # A half-open TCP connection never reports termination:
                         # probe it, and treat a slow answer as a lost feed.
                         await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
@@ -329,7 +345,7 @@ class RevocationFeed:
         (busy timeout 0: SQLITE_BUSY means look again next time)."""
         seen = None
         more = True
-        while True:
+        while not self._stopping:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 # The version before the tail: a commit after it is read now
@@ -345,7 +361,7 @@ class RevocationFeed:
 
     async def _poll(self, engine: AsyncEngine, position: int) -> None:
         """The fallback: the tail through the engine, every ENGINE_POLL_INTERVAL."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(ENGINE_POLL_INTERVAL)
             # On the driver, in autocommit: one hop to the connection's thread.
             rows = await pooled(engine, _tail_after(position))

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.api import revocations
 from session_ledger.api.revocations import RevocationFeed
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.tokens import b64url_decode, b64url_encode
@@ -179,6 +181,42 @@ async def test_forged_expired_and_foreign_cache_values_are_ignored(
     swapped = await service.client.get("/api/auth/get-session")
     assert swapped.headers["x-session-source"] == "store"
     assert swapped.json()["user"]["email"] == "ada@example.com"
+
+
+async def test_stop_ends_a_feed_whose_cancellation_was_swallowed(
+    pg_url: str, pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's asyncio.wait_for returns the awaited result, dropping a
+    cancellation that arrives as the awaited call completes. The feed's
+    keepalive loop then ran on and stop() (the app's shutdown with it) never
+    returned: the fuzz suite hung at lifespan shutdown. Here the race is made
+    certain: the first cancellation is swallowed as 3.11 would."""
+    real_wait_for = asyncio.wait_for
+    swallowed: list[bool] = []
+
+    async def racy_wait_for(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real_wait_for(*args, **kwargs)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+            return None  # what 3.11 returns when the call had completed
+
+    feed = RevocationFeed(pg_engine, ManualClock(), 300, database_url=pg_url)
+    monkeypatch.setattr(revocations, "KEEPALIVE", 0.05)
+    await feed.start()
+    assert feed.caught_up
+    monkeypatch.setattr(asyncio, "wait_for", racy_wait_for)
+    await asyncio.sleep(0.3)  # the keepalive loop is now in the racy wait_for
+    stopping = asyncio.create_task(feed.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=8)
+    if not done:  # clean up the runaway feed before failing
+        monkeypatch.undo()
+        stopping.cancel()
+    assert done, "stop() did not return: the swallowed cancellation left the feed running"
+    assert swallowed
+    assert not feed.caught_up
 
 
 async def test_revocation_window_is_bounded(clock: ManualClock, pg_engine: AsyncEngine) -> None:
