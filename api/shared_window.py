@@ -138,6 +138,7 @@ class SharedWindow:
         self._on_error = on_error
         self._counts: dict[Key, _Count] = {}
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         #: Resolved when the next flush is done (waiting requests).
         self._next_flush: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -225,6 +226,12 @@ class SharedWindow:
 
     async def flush(self) -> None:
         """Send the hits counted here; read every process's totals back."""
+        # One at a time (the flusher, stop, a test): a count has one flush
+        # in flight at most, whose hits the others must not take or undo.
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         done, self._next_flush = self._next_flush, None
         number = int(time.time() / self.expiry)
         self._prune(number)

@@ -193,3 +193,26 @@ def test_seconds_until_below(previous: int, current: int, at: float, expected: f
     start = 60.0 * 1000
     wait = seconds_until_below(previous, current, start + at, item.get_expiry(), item.amount)
     assert wait == pytest.approx(expected)
+
+
+async def test_flushes_one_at_a_time_lose_no_hit_in_flight(
+    redis_url: str, redis_prefix: str
+) -> None:
+    lim = limiter(redis_url, redis_prefix, max=5)  # not started: flushes by hand only
+    window = lim.shared_window
+    assert window is not None
+    try:
+        for _ in range(3):
+            assert await lim.check(IP, PATH) is None
+        first = asyncio.create_task(window.flush())
+        await asyncio.sleep(0)  # the first flush has taken the 3 hits and waits on Redis
+        for _ in range(2):
+            assert await lim.check(IP, PATH) is None
+        second = asyncio.create_task(window.flush())
+        await first
+        # The 2 hits of the second flush still count here, whatever its progress.
+        assert isinstance(await lim.check(IP, PATH), Refusal)
+        await second
+        assert await redis_total(lim) == 5
+    finally:
+        await lim.close()
