@@ -35,7 +35,7 @@ from session_ledger.api.middleware import (
 from session_ledger.api.routes import health_router, router
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings, load_settings
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 STATIC = Path(__file__).parent / "static"
 

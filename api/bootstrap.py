@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.api.revocations import PgRevocationNotifier
+from session_ledger.api.revocations import PgRevocationNotifier, RevocationFeed
 from session_ledger.api.users.crypto import TokenBox
 from session_ledger.api.users.store import SqlUserStore
 from session_ledger.ledger.clock import Clock, SystemClock
@@ -32,6 +32,10 @@ class Container:
     engine: AsyncEngine
     store: EventStore
     ledger: SessionLedger
+    #: This process's view of which sessions ended lately (the cookie
+    #: cache's strictness); told of this process's appends by the store,
+    #: of the others' by its feed, which the app starts and stops.
+    revocations: RevocationFeed
     clock: Clock = field(default_factory=SystemClock)
     #: Set when settings.redis.url is: the cache client, its catch-up runner,
     #: and what this process knows of the cache's freshness (a change feed
@@ -67,21 +71,13 @@ async def build(
     if users is None and builtin_users:
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         users = SqlUserStore(engine, TokenBox(key), clock=clock, password=settings.password)
-    store = EventStore(
-        engine, clock=clock, inline_projections=[SessionTableProjection(), AuditIpProjection()]
-    )
-    if engine.dialect.name == "postgresql":
-        # NOTIFY in the append transaction: other processes' revocation
-        # feeds, and (ledger_events) the runner and every process's Redis
-        # freshness. Sent by every writer, with Redis configured or not: a
-        # writer that changed sessions without saying so would leave the
-        # others believing a cache it did not update.
-        store.inline_projections += [PgRevocationNotifier(), NotifyOnAppend()]
+    store = _event_store(engine, clock)
     read_model: SessionReadModel = SqlSessionReadModel(engine)
     redis_client, runner, freshness = None, None, None
     if settings.redis.url:
         redis_client, runner, cached = _redis_cache(settings, engine, store, clock, users)
         read_model, freshness = cached, cached.freshness
+    revocations = _revocation_feed(settings, engine, clock, store, users, freshness)
     ledger = SessionLedger(
         store=store,
         read_model=read_model,
@@ -96,11 +92,55 @@ async def build(
         engine=engine,
         store=store,
         ledger=ledger,
+        revocations=revocations,
         clock=clock,
         redis=redis_client,
         runner=runner,
         freshness=freshness,
     )
+
+
+def _event_store(engine: AsyncEngine, clock: Clock) -> EventStore:
+    """The event store with its inline projections (written in the append's
+    transaction)."""
+    postgres = engine.dialect.name == "postgresql"
+    # PostgreSQL: NOTIFY in the append transaction: other processes'
+    # revocation feeds, and (ledger_events) the runner and every process's
+    # Redis freshness. Sent by every writer, with Redis configured or not: a
+    # writer that changed sessions without saying so would leave the others
+    # believing a cache it did not update.
+    notify: list[PgRevocationNotifier | NotifyOnAppend] = []
+    if postgres:
+        notify = [PgRevocationNotifier(), NotifyOnAppend()]
+    return EventStore(
+        engine,
+        clock=clock,
+        inline_projections=[SessionTableProjection(), AuditIpProjection(), *notify],
+    )
+
+
+def _revocation_feed(
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: Clock,
+    store: EventStore,
+    users: UserStore | None,
+    freshness: CacheFreshness | None,
+) -> RevocationFeed:
+    """The process's revocation feed (started by the app), keeping the user
+    memo strict and telling the Redis freshness of every append."""
+    feed = RevocationFeed(
+        engine,
+        clock,
+        settings.cookie_cache.max_age,
+        database_url=settings.database_url,
+        users=users.memo if isinstance(users, SqlUserStore) else None,
+        freshness=freshness,
+    )
+    # This process's own ends reach its feed before the append returns, so
+    # before anyone is told of them (the other processes' by its LISTEN/poll).
+    store.after_commit.append(feed.on_commit)
+    return feed
 
 
 def _redis_cache(

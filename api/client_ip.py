@@ -14,7 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 from starlette.requests import HTTPConnection
 
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 Network = IPv4Network | IPv6Network
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from session_ledger.api.cookies import CookieJar
-from session_ledger.ledger.tokens import Signer, b64url_decode, b64url_encode
+from session_ledger.ledger.domain.tokens import Signer, b64url_decode, b64url_encode
 
 VERSION = "1"
 CHUNK_SIZE = 3800

@@ -9,17 +9,28 @@ with ``cookie.host_prefix`` the ``__Host-`` prefix instead (no Domain, Path=/).
 
 Values are BetterAuth's signed ``token.signature``, URL-encoded like
 JavaScript's ``encodeURIComponent``.
+
+Every ``Set-Cookie`` value is built by :meth:`CookieJar.header`. Whatever a
+request wants sent back is queued on it (:func:`pending`) and taken off
+once, by :func:`take_queued`: from a route's response (:func:`finish`) or,
+for host applications' routes and error responses, by
+:class:`api.middleware.SessionCookieMiddleware`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-from session_ledger.ledger.config import Settings
-from session_ledger.ledger.tokens import Signer
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
+from session_ledger.ledger.config import Settings
+from session_ledger.ledger.domain.tokens import Signer
+
+PENDING_KEY = "session_ledger_pending"
 SECURE_PREFIX = "__Secure-"
 HOST_PREFIX = "__Host-"
 
@@ -102,3 +113,54 @@ class CookieJar:
 def encode(value: str) -> str:
     """JavaScript's encodeURIComponent (what BetterAuth applies to cookie values)."""
     return quote(value, safe="-_.!~*'()")
+
+
+# ------------------------------------------------------------ the queue
+
+
+@dataclass
+class Pending:
+    """Set-Cookie values and headers queued for the response."""
+
+    cookies: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.cookies or self.headers)
+
+
+def pending(request: HTTPConnection) -> Pending:
+    """The request's queue (created on first use)."""
+    # The scope's state dict itself (what request.state wraps, and what the
+    # middleware reads): request.state costs an exception per missing key.
+    state = request.scope.setdefault("state", {})
+    queued = state.get(PENDING_KEY)
+    if queued is None:
+        queued = state[PENDING_KEY] = Pending()
+    assert isinstance(queued, Pending)
+    return queued
+
+
+def take_queued(state: MutableMapping[str, Any]) -> list[tuple[str, str]]:
+    """The queued cookies and headers as response headers, once (the queue
+    is emptied). A response that sets a cookie says ``Cache-Control:
+    no-store``: the cookies carry the token. Every header but ``set-cookie``
+    replaces one of the same name."""
+    queued = state.get(PENDING_KEY)
+    if not isinstance(queued, Pending) or not queued:
+        return []
+    state[PENDING_KEY] = Pending()
+    headers = [("cache-control", "no-store")] if queued.cookies else []
+    headers += [("set-cookie", cookie) for cookie in queued.cookies]
+    headers += queued.headers.items()
+    return headers
+
+
+def finish(request: HTTPConnection, response: Response) -> Response:
+    """Write the queued cookies and headers onto ``response`` (once)."""
+    for name, value in take_queued(request.scope.setdefault("state", {})):
+        if name == "set-cookie":
+            response.headers.append(name, value)
+        else:
+            response.headers[name] = value
+    return response

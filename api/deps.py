@@ -12,9 +12,11 @@ The read path, in order:
 3. otherwise the SessionLedger (read model, may refresh / rotate / touch).
 
 Cookies to send back (a rotated token, a fresh cache value, or the clearing
-cookies for a dead session) are queued on the request and written by the
-route (:func:`finish`) or, for host applications' routes, by
-:class:`api.middleware.SessionCookieMiddleware`.
+cookies for a dead session) are queued on the request
+(:func:`api.cookies.pending`) and written by the route
+(:func:`api.cookies.finish`) or, for host applications' routes, by
+:class:`api.middleware.SessionCookieMiddleware`: both take them with
+:func:`api.cookies.take_queued`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 
 from session_ledger.api.bootstrap import Container
 from session_ledger.api.client_ip import ClientIp
 from session_ledger.api.cookie_cache import CachedSession, CookieCache
-from session_ledger.api.cookies import CookieJar
+from session_ledger.api.cookies import CookieJar, pending
 from session_ledger.api.csrf import SAFE_METHODS, OriginCheck, is_csrf_exempt
 from session_ledger.api.errors import ApiError
 from session_ledger.api.metrics import ServiceMetrics
@@ -47,11 +48,17 @@ from session_ledger.api.validated_sessions import ValidatedSessions
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings
-from session_ledger.ledger.service import Payload, RequestContext, SessionLedger, SessionView
-from session_ledger.ledger.tokens import Signer, tokens_equal
+from session_ledger.ledger.domain.rules import expiry_or_refresh_due
+from session_ledger.ledger.domain.tokens import Signer, tokens_equal
+from session_ledger.ledger.service import (
+    Payload,
+    RequestContext,
+    SessionLedger,
+    SessionView,
+    ValidatedSession,
+)
 
 STATE_KEY = "session_ledger"
-PENDING_KEY = "session_ledger_pending"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -105,12 +112,7 @@ class Auth:
             signer=signer,
             jar=jar,
             cache=CookieCache(jar, signer, settings.cookie_cache.max_age),
-            revocations=RevocationFeed(
-                container.engine,
-                container.clock,
-                settings.cookie_cache.max_age,
-                database_url=settings.database_url,
-            ),
+            revocations=container.revocations,
             client_ip=ClientIp(settings.trusted_proxies),
             origins=OriginCheck(settings.base_url, settings.trusted_origins),
             limiter=limiter,
@@ -144,31 +146,14 @@ class Auth:
         return self.settings.session.expires_in if remember_me else None
 
     async def start(self) -> None:
-        self.container.store.after_commit.append(self.revocations.on_commit)
-        if self.users is not None:
-            self.revocations.attach_users(self.users.memo)
-        if self.container.freshness is not None:
-            self.revocations.attach_freshness(self.container.freshness)
+        """Start the revocation feed (built and connected by api.bootstrap) and the
+        rate limiter's background flush."""
         await self.revocations.start()
         self.limiter.start()
 
     async def stop(self) -> None:
         await self.limiter.close()
         await self.revocations.stop()
-        callbacks = self.container.store.after_commit
-        if self.revocations.on_commit in callbacks:
-            callbacks.remove(self.revocations.on_commit)
-
-
-@dataclass
-class Pending:
-    """Set-Cookie values and headers queued for the response."""
-
-    cookies: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.cookies or self.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,30 +189,6 @@ def get_auth(conn: HTTPConnection) -> Auth:
     return auth
 
 
-def pending(request: HTTPConnection) -> Pending:
-    # The scope's state dict itself (what request.state wraps, and what the
-    # middleware reads): request.state costs an exception per missing key.
-    state = request.scope.setdefault("state", {})
-    queued = state.get(PENDING_KEY)
-    if queued is None:
-        queued = state[PENDING_KEY] = Pending()
-    assert isinstance(queued, Pending)
-    return queued
-
-
-def finish(request: Request, response: Response) -> Response:
-    """Write the queued cookies and headers onto ``response`` (once)."""
-    queued = pending(request)
-    if queued.cookies:
-        response.headers["cache-control"] = "no-store"  # the cookies carry the token
-    for cookie in queued.cookies:
-        response.headers.append("set-cookie", cookie)
-    for name, value in queued.headers.items():
-        response.headers[name] = value
-    request.scope["state"][PENDING_KEY] = Pending()
-    return response
-
-
 def queue_clear(request: HTTPConnection, auth: Auth) -> None:
     """Queue the clearing cookies, replacing anything queued (all of it is ours)."""
     pending(request).cookies = auth.jar.clear_all(request.cookies)
@@ -253,21 +214,6 @@ def presented_token(request: HTTPConnection, auth: Auth) -> tuple[str | None, bo
     return auth.jar.read_token(request.cookies), False
 
 
-def _refresh_due(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
-    """Whether the store would refresh (or expire) this session now: then the
-    cache must not hide it (a BetterAuth complaint: refresh starved by the cache)."""
-    try:
-        expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
-    except (KeyError, ValueError):
-        return True
-    if expires_at.tzinfo is None or expires_at <= now:
-        return True
-    if not remember:
-        return False  # remember-me off never slides
-    policy = auth.settings.session
-    return (expires_at.timestamp() - policy.expires_in + policy.update_age) <= now.timestamp()
-
-
 async def resolve(
     request: HTTPConnection, *, allow_cache: bool, disable_refresh: bool = False
 ) -> AuthSession | None:
@@ -285,24 +231,11 @@ async def resolve(
         # does. So a state-changing request that authenticates by cookie must
         # come from a trusted origin, on host applications' routes too.
         auth.origins.check(request)
-    queued = pending(request)
     now = auth.clock.now()
     if allow_cache and not bearer and auth.cache_enabled:
-        cached = auth.cache.read(request.cookies, now)
-        if (
-            cached is not None
-            and tokens_equal(str(cached.session["token"]), token)
-            and auth.validated.vouches(str(cached.session["id"]), token)
-            and auth.revocations.trusts(str(cached.session["id"]))
-            and not _refresh_due(cached, now, auth, auth.jar.remember_me(request.cookies))
-        ):
-            return AuthSession(
-                session=cached.session,
-                user=cached.user,
-                payload={"session": cached.session, "user": cached.user},
-                token=token,
-                source="cookie-cache",
-            )
+        hit = _cookie_cache_hit(request, auth, token, now)
+        if hit is not None:
+            return hit
     result = await auth.ledger.get_session_payload(
         token, request_context(request, auth), disable_refresh=disable_refresh
     )
@@ -311,6 +244,65 @@ async def resolve(
             queue_clear(request, auth)
         return None
     payload, validated = result
+    _queue_store_answer(request, auth, validated, payload, now, bearer=bearer)
+    return AuthSession(
+        session=payload["session"],
+        user=payload["user"],
+        payload=payload,
+        token=validated.token,
+        source="store",
+        via_bearer=bearer,
+        view=validated.session,
+    )
+
+
+def _cookie_cache_hit(
+    request: HTTPConnection, auth: Auth, token: str, now: datetime
+) -> AuthSession | None:
+    """The session from the cookie cache, when every condition of the module
+    docstring's step 2 holds; None sends the request to the store."""
+    cached = auth.cache.read(request.cookies, now)
+    if (
+        cached is None
+        or not tokens_equal(str(cached.session["token"]), token)
+        or not auth.validated.vouches(str(cached.session["id"]), token)
+        or not auth.revocations.trusts(str(cached.session["id"]))
+        or _store_must_answer(cached, now, auth, auth.jar.remember_me(request.cookies))
+    ):
+        return None
+    return AuthSession(
+        session=cached.session,
+        user=cached.user,
+        payload={"session": cached.session, "user": cached.user},
+        token=token,
+        source="cookie-cache",
+    )
+
+
+def _store_must_answer(cached: CachedSession, now: datetime, auth: Auth, remember: bool) -> bool:
+    """Whether the store would refresh (or expire) this session now: then the
+    cache must not hide it (the rule: ledger.domain.rules)."""
+    try:
+        expires_at = datetime.fromisoformat(str(cached.session["expiresAt"]))
+    except (KeyError, ValueError):
+        return True
+    if expires_at.tzinfo is None:
+        return True
+    return expiry_or_refresh_due(expires_at, remember, now, auth.settings.session)
+
+
+def _queue_store_answer(
+    request: HTTPConnection,
+    auth: Auth,
+    validated: ValidatedSession,
+    payload: Payload,
+    now: datetime,
+    *,
+    bearer: bool,
+) -> None:
+    """Queue what the client must hold after a store answer: the new token
+    when it rotated or slid, and (browsers) a fresh cookie-cache value."""
+    queued = pending(request)
     if validated.rotated or validated.refreshed:
         if bearer:
             queued.headers["set-auth-token"] = auth.signer.sign(validated.token)
@@ -322,15 +314,6 @@ async def resolve(
         queued.cookies += auth.cache.set_cookies(
             payload["session"], payload["user"], now, request.cookies
         )
-    return AuthSession(
-        session=payload["session"],
-        user=payload["user"],
-        payload=payload,
-        token=validated.token,
-        source="store",
-        via_bearer=bearer,
-        view=validated.session,
-    )
 
 
 # ------------------------------------------------------------ dependencies
@@ -359,11 +342,12 @@ async def store_session(request: Request) -> AuthSession:
 
 
 async def require_fresh_session(
-    session: Annotated[AuthSession, Depends(store_session)],
+    request: Request, session: Annotated[AuthSession, Depends(store_session)]
 ) -> AuthSession:
     """403 SESSION_NOT_FRESH unless the user signed in within ``fresh_age``."""
-    if session.view is not None and not session.view.fresh:
-        raise ApiError(403, "SESSION_NOT_FRESH", "this action needs a fresh session: sign in again")
+    # store_session never answers from the cookie cache: the view is there.
+    assert session.view is not None
+    get_auth(request).ledger.require_fresh(session.view)
     return session
 
 

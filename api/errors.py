@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from session_ledger.ledger.db import unavailable
-from session_ledger.ledger.errors import LedgerError, RetryLaterError
+from session_ledger.ledger.domain.errors import LedgerError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

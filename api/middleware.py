@@ -21,7 +21,8 @@ from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from session_ledger.api.deps import PENDING_KEY, STATE_KEY, Auth, Pending
+from session_ledger.api.cookies import take_queued
+from session_ledger.api.deps import STATE_KEY, Auth
 from session_ledger.api.errors import retry_headers
 from session_ledger.api.rate_limit import BASE_PATH, Refusal
 
@@ -59,18 +60,12 @@ class _ResponseHeaders:
 
 class SessionCookieMiddleware(_ResponseHeaders):
     def rewrite(self, scope: Scope, headers: Headers) -> Headers | None:
-        state = scope.get("state") or {}
-        queued = state.get(PENDING_KEY)
-        if not isinstance(queued, Pending) or not queued:
+        taken = take_queued(scope.get("state") or {})
+        if not taken:
             return None
-        if queued.cookies:
-            # The cookies carry the session token: no cache may keep them.
-            headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-            headers.append((b"cache-control", b"no-store"))
-        headers += [(b"set-cookie", c.encode("latin-1")) for c in queued.cookies]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in queued.headers.items()]
-        state[PENDING_KEY] = Pending()
-        return headers
+        replaced = {name.encode("latin-1") for name, _ in taken if name != "set-cookie"}
+        headers = [(k, v) for k, v in headers if k.lower() not in replaced]
+        return headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in taken]
 
 
 class LimitsMiddleware:

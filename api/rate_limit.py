@@ -25,12 +25,12 @@ and sign-up rules and the account throttle **fail closed** (503
 guessing is worse than a short refusal. Either way a rate-limited warning
 is logged and ``session_ledger_rate_limit_storage_errors_total`` counts it.
 
-Cost on the hot path (every get-session). A call into ``limits`` costs
-8-20 microseconds on memory (the *synchronous* memory storage, sweeping
-once a second: see :class:`SweptMemoryStorage`; its asyncio twin starts a
-task per call that walks every key, with a thread hop per key for moving
-windows) and a round trip on Redis, against some 130 for a whole
-get-session answered from the cookie cache. So the default rule never waits
+Cost on the hot path (every get-session). A call into ``limits`` is a
+sizeable share of a get-session answered from the cookie cache on memory
+(the *synchronous* memory storage, sweeping once a second: see
+:class:`SweptMemoryStorage`; its asyncio twin starts a task per call that
+walks every key, with a thread hop per key for moving windows) and a round
+trip on Redis (figures in bench/README.md). So the default rule never waits
 for either on most requests:
 
 * with Redis (``shared_default_rule``, the default), its hits are counted
@@ -67,7 +67,7 @@ from redis.exceptions import RedisError
 from session_ledger.api.metrics import ServiceMetrics
 from session_ledger.api.shared_window import SharedWindow
 from session_ledger.ledger.config import RateLimitRule, Settings
-from session_ledger.ledger.errors import ConfigError, RetryLaterError
+from session_ledger.ledger.domain.errors import ConfigError, RetryLaterError
 
 log = logging.getLogger(__name__)
 

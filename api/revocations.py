@@ -28,12 +28,11 @@ lost, every cookie-cache hit falls back to the store: a process never
 trusts a cache it cannot vouch for.
 
 On PostgreSQL the same LISTEN connection also hears user changes
-(:data:`api.users.memo.USERS_CHANNEL`) for the user memo attached with
-:meth:`RevocationFeed.attach_users`; the memo is live exactly while the
-feed is caught up.
+(:data:`api.users.memo.USERS_CHANNEL`) for the user memo it is built with;
+the memo is live exactly while the feed is caught up.
 
 With the Redis cache, the feed also tells its
-:class:`~projections.freshness.CacheFreshness` (:meth:`attach_freshness`)
+:class:`~projections.freshness.CacheFreshness` (a constructor argument)
 of *every* append, not only the ends: ``NOTIFY ledger_events`` on
 PostgreSQL, the whole tail on SQLite. Redis is believed exactly while the
 feed is caught up, and only for what it heard of.
@@ -57,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.db import Driver, make_engine, pooled
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, RecordedEvent
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
 from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
@@ -126,16 +125,26 @@ class RevocationFeed:
         max_age: int,
         *,
         database_url: str,
+        users: UserMemo | None = None,
+        freshness: CacheFreshness | None = None,
     ) -> None:
+        """``users``: a memo to keep strict, live while caught up, entries
+        dropped on user changes. Only PostgreSQL carries user changes across
+        processes (the NOTIFY is sent by every writer, in its transaction);
+        elsewhere the memo is not kept and stays off: every read goes to the
+        store. ``freshness``: told of every append, and whether the feed is
+        live."""
         self.engine = engine
         self.clock = clock
         self.window = timedelta(seconds=max_age) + MARGIN
         self.database_url = database_url
         self.mode = "postgres" if engine.dialect.name == "postgresql" else "poll"
         self._ended: dict[str, datetime] = {}
-        self._users: UserMemo | None = None
-        self._freshness: CacheFreshness | None = None
+        self._users = users if self.mode == "postgres" else None
+        self._freshness = freshness
         self._caught_up = False
+        if self._users is not None:
+            self._users.set_live(False)  # until the feed has caught up
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._connected = asyncio.Event()
@@ -152,19 +161,6 @@ class RevocationFeed:
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._ended
-
-    def attach_users(self, memo: UserMemo) -> None:
-        """Keep ``memo`` strict: live while caught up, entries dropped on user
-        changes. Only PostgreSQL carries user changes across processes (the
-        NOTIFY is sent by every writer, in its transaction); elsewhere the
-        memo stays off and every read goes to the store."""
-        if self.mode == "postgres":
-            self._users = memo
-            memo.set_live(self._caught_up)
-
-    def attach_freshness(self, freshness: CacheFreshness) -> None:
-        """Tell ``freshness`` of every append, and whether the feed is live."""
-        self._freshness = freshness
 
     # ----------------------------------------------------------------- input
 

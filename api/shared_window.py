@@ -11,10 +11,10 @@ which the next requests are checked against. A request waits for a flush
 only when this process already holds ``batch`` unsent hits of its key.
 
 Why one script call for all keys rather than a pipeline of INCRBY and
-EXPIRE per key: redis-py spends several microseconds of CPU per command even
-in a pipeline, and a client under its limit sends about one request per
-flush, so commands per key would cost each request nearly what its own round
-trip did. The script is limits' ``incr_expire.lua`` looped over the keys,
+EXPIRE per key: redis-py spends CPU on every command, pipelined or not, and
+a client under its limit sends about one request per flush, so commands per
+key would cost each request nearly what its own round trip did (figures in
+bench/README.md). The script is limits' ``incr_expire.lua`` looped over the keys,
 plus a read of each key's previous window.
 
 Windows and names are ``limits``' own: the sliding window counter of its

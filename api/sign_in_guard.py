@@ -27,8 +27,8 @@ from session_ledger.api.rate_limit import RateLimiter
 from session_ledger.api.users.errors import InvalidEmailOrPasswordError
 from session_ledger.api.users.store import SqlUserStore
 from session_ledger.ledger.attempts import SignInAttempts
-from session_ledger.ledger.errors import ServerBusyError, TooManyRequestsError
-from session_ledger.ledger.events import SignInFailure
+from session_ledger.ledger.domain.errors import ServerBusyError, TooManyRequestsError
+from session_ledger.ledger.domain.events import SignInFailure
 from session_ledger.ledger.ports import UserRecord
 from session_ledger.ledger.service import RequestContext
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from session_ledger.ledger.config import MISSING_SECRETS, Settings, weak_secret
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 SUFFIX = ".secret"
 

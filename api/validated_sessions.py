@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.tokens import hash_token
 
 #: About 200 bytes per pair: a few MiB at most.
 MAX_PAIRS = 50_000

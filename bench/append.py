@@ -55,7 +55,7 @@ from sqlalchemy.engine import make_url
 from session_ledger import migrations
 from session_ledger.ledger.chain import GENESIS, event_hash
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import EventMetadata, SessionCreated, serialize
+from session_ledger.ledger.domain.events import EventMetadata, SessionCreated, serialize
 from session_ledger.ledger.store import EventStore
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

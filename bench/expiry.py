@@ -52,7 +52,7 @@ from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.config import load_settings
 from session_ledger.ledger.db import make_engine
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.events import EventMetadata, SessionCreated, serialize
+from session_ledger.ledger.domain.events import EventMetadata, SessionCreated, serialize
 from session_ledger.workers.expiry import ExpirySweep
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

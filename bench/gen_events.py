@@ -4,7 +4,7 @@
 
 Each session gets five events (created, touched, refreshed, touched, revoked
 or left active), built with the real event models and serialised with
-ledger.events.serialize, chained with ledger.chain.event_hash, and loaded
+ledger.domain.events.serialize, chained with ledger.chain.event_hash, and loaded
 with COPY (asyncpg copy_records_to_table) in chunks: bounded memory.
 """
 
@@ -21,7 +21,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from session_ledger.ledger.chain import GENESIS, event_hash
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.events import (
     Event,
     RevocationReason,
     SessionCreated,
@@ -30,7 +30,7 @@ from session_ledger.ledger.events import (
     SessionTouched,
     serialize,
 )
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.tokens import hash_token
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"

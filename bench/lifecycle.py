@@ -36,8 +36,8 @@ import aiosqlite
 import asyncpg
 
 from session_ledger.ledger.clock import SystemClock
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import SessionLedger
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel

@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 from uuid6 import uuid7
 
 from session_ledger.ledger.clock import Clock, SystemClock
-from session_ledger.ledger.events import EventMetadata, RecordedEvent, SignInFailed, SignInFailure
+from session_ledger.ledger.domain.events import (
+    EventMetadata,
+    RecordedEvent,
+    SignInFailed,
+    SignInFailure,
+)
+from session_ledger.ledger.domain.values import clip_text
 from session_ledger.ledger.service import RequestContext
-from session_ledger.ledger.session import clip_text
 from session_ledger.ledger.store import EventStore
 
 ATTEMPT_STREAM_PREFIX = "signin-"

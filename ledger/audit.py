@@ -9,7 +9,7 @@ next one; ``None`` means there is nothing more. Time filters apply to
 
 Point in time (:meth:`AuditLog.active_at`): a session was active at ``T``
 when the fold of its events recorded at or before ``T`` is active and ``T``
-is before its ``expires_at`` (``ledger.session.is_active``).
+is before its ``expires_at`` (``ledger.domain.rules.is_active``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.audit_schema import IpNetwork, audit_ips, network_key_range
 from session_ledger.ledger.clock import utc
-from session_ledger.ledger.errors import LedgerError
-from session_ledger.ledger.events import EVENT_TYPES, RevocationReason, deserialize
+from session_ledger.ledger.domain.errors import LedgerError
+from session_ledger.ledger.domain.events import EVENT_TYPES, RevocationReason, deserialize
+from session_ledger.ledger.domain.rules import is_active
+from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.schema import events
-from session_ledger.ledger.session import SessionState, evolve, is_active
 
 DEFAULT_LIMIT = 100
 SIGN_IN_FAILED = "SignInFailed"

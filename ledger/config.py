@@ -1,5 +1,9 @@
 """Settings: the spec's session options, plus where the ledger lives.
 
+The ``session`` section is the domain's :class:`SessionPolicy`
+(:mod:`session_ledger.ledger.domain.policy`): loaded here, at the edge, and
+handed to the domain as a plain value (the domain never imports settings).
+
 Loaded by pydantic-settings from, in order of precedence: explicit keyword
 arguments, environment variables (``SESSION_LEDGER_`` prefix, ``__`` between
 nested names, e.g. ``SESSION_LEDGER_SESSION__EXPIRES_IN=3600``), a TOML file
@@ -17,7 +21,6 @@ import json
 import os
 import re
 import tomllib
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +29,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    JsonValue,
     SecretStr,
     ValidationError,
     model_validator,
@@ -40,11 +42,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from session_ledger.ledger.errors import ConfigError
-
-DAY = 24 * 60 * 60
-PositiveSeconds = Annotated[int, Field(gt=0)]
-NonNegativeSeconds = Annotated[int, Field(ge=0)]
+from session_ledger.ledger.domain.errors import ConfigError
+from session_ledger.ledger.domain.policy import PositiveSeconds, SessionPolicy
 
 
 def _split_list(value: Any) -> Any:
@@ -87,100 +86,6 @@ def weak_secret(secret: str) -> bool:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-#: Keys of BetterAuth's session object (plus ours): never additional fields.
-RESERVED_FIELDS = frozenset(
-    {
-        "id",
-        "token",
-        "userId",
-        "expiresAt",
-        "createdAt",
-        "updatedAt",
-        "ipAddress",
-        "userAgent",
-        "device",
-        "lastActive",
-        "authenticatedAt",
-        "fresh",
-        "current",
-    }
-)
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-}
-
-
-class AdditionalField(_Section):
-    """A declared session field (BetterAuth's ``session.additionalFields``)."""
-
-    type: Literal["string", "number", "boolean", "array", "object"]
-    #: Set on every new session unless given; None = no default.
-    default: JsonValue = None
-    #: Whether clients may set it (update-session); server code always may.
-    input: bool = True
-
-    def accepts(self, value: Any) -> bool:
-        """A value of the declared JSON type, or null (unset)."""
-        if value is None:
-            return True
-        if isinstance(value, bool) and self.type != "boolean":
-            return False  # JSON true is not a number
-        return isinstance(value, _JSON_TYPES[self.type])
-
-    @model_validator(mode="after")
-    def _default_fits(self) -> AdditionalField:
-        if not self.accepts(self.default):
-            raise ValueError(f"default must be a {self.type}")
-        return self
-
-
-class SessionPolicy(_Section):
-    """How sessions live and die (the spec's ``session`` block)."""
-
-    #: Idle lifetime: a session is valid while now < expires_at.
-    expires_in: PositiveSeconds = 30 * DAY
-    #: Validation refreshes once this much of the lifetime has passed.
-    update_age: NonNegativeSeconds = DAY
-    #: A session is fresh while now - authenticated_at < fresh_age; 0 = always fresh.
-    fresh_age: NonNegativeSeconds = 0
-    #: Rotate the token whenever the session is refreshed.
-    rotate_on_refresh: bool = True
-    #: How long a rotated-out token is still accepted (racing requests).
-    rotation_grace: NonNegativeSeconds = 30
-    #: Absolute lifetime cap from creation; refresh never extends past it. None = off.
-    max_lifetime: PositiveSeconds | None = None
-    #: Lifetime of a session signed in with remember-me off (never slid).
-    short_session_expires_in: PositiveSeconds = DAY
-    #: Record activity at most this often (always on a new IP / user agent).
-    activity_interval: NonNegativeSeconds = 300
-    #: Declared session fields: name -> type, default, input. Clients may set
-    #: only these (those with ``input``) through update-session.
-    additional_fields: dict[str, AdditionalField] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _field_names(self) -> SessionPolicy:
-        reserved = sorted(RESERVED_FIELDS.intersection(self.additional_fields))
-        if reserved:
-            raise ValueError(f"additional_fields: {reserved[0]!r} is a reserved session key")
-        return self
-
-    @property
-    def field_defaults(self) -> dict[str, JsonValue]:
-        return {
-            name: spec.default
-            for name, spec in self.additional_fields.items()
-            if spec.default is not None
-        }
-
-    @property
-    def expires_in_delta(self) -> timedelta:
-        return timedelta(seconds=self.expires_in)
 
 
 class CookieOptions(_Section):

@@ -1,7 +1,11 @@
-"""Engine construction for the two supported databases.
+"""Engines and the ways statements reach the two supported databases.
 
-SQLite (embedded default) and PostgreSQL differ in how writers are
-serialised; this module hides that so the store has one implementation.
+Engine construction (SQLite's and PostgreSQL's settings), statements sent
+straight to the driver (:func:`pooled`, :class:`HeldConnections`,
+:func:`fetch_standalone`, :func:`read_standalone`, SQLite transactions in
+the connection's thread), retries of reads on a connection that died, and
+what counts as "database unavailable". The store still chooses per dialect
+which of these to use.
 """
 
 from __future__ import annotations
@@ -183,8 +187,8 @@ class Driver:
         params)``, which returns the statement's rows.
 
         Every aiosqlite call is a hop from the event loop to the
-        connection's thread and back (about 50 µs here, more than SQLite
-        needs for an INSERT); a transaction of four statements made four.
+        connection's thread and back, which costs more than SQLite needs for
+        an INSERT (bench/README.md); a transaction of four statements made four.
         Here it is one, whatever the number of statements. aiosqlite has no
         public call for "run this function in your thread": this uses its
         queue (``_execute``) and the sqlite3 connection it owns (``_conn``),

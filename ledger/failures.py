@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from session_ledger.ledger.errors import LedgerError
+from session_ledger.ledger.domain.errors import LedgerError
 
 DATABASE_SETTING = "SESSION_LEDGER_DATABASE_URL"
 REDIS_SETTING = "SESSION_LEDGER_REDIS__URL"

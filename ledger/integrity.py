@@ -45,8 +45,8 @@ from session_ledger.ledger.chain import GENESIS, event_hash
 from session_ledger.ledger.clock import Clock, utc
 from session_ledger.ledger.db import writer
 from session_ledger.ledger.digest_schema import ledger_digests
-from session_ledger.ledger.errors import LedgerError
-from session_ledger.ledger.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
+from session_ledger.ledger.domain.errors import LedgerError
+from session_ledger.ledger.domain.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from session_ledger.ledger.schema import events
 
 BATCH_SIZE = 5000

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from session_ledger.ledger.session import SessionState
+    from session_ledger.ledger.domain.state import SessionState
 
 
 class SessionReadModel(Protocol):

@@ -6,59 +6,44 @@ optimistic concurrency; on a conflict they re-read and decide again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from uuid6 import uuid7
 
 from session_ledger.ledger.clock import Clock, SystemClock, iso_ms
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.errors import (
-    ConcurrencyError,
-    InvalidCommandError,
-    InvalidFieldsError,
-    LedgerError,
-    RetryLaterError,
-    SessionNotFoundError,
-    SessionNotFreshError,
-)
-from session_ledger.ledger.events import Event, EventMetadata, Fields, RevocationReason
-from session_ledger.ledger.ports import SessionReadModel, UserRecord, UserStore
-from session_ledger.ledger.session import (
+from session_ledger.ledger.domain.decide import (
     CreateSession,
     Reauthenticate,
     RevokeSession,
-    SessionState,
     UpdateFields,
     ValidateSession,
     decide,
     decide_validation,
-    evolve,
-    has_lone_surrogate,
-    is_fresh,
-    refresh_due,
 )
+from session_ledger.ledger.domain.errors import (
+    ConcurrencyError,
+    InvalidCommandError,
+    InvalidFieldsError,
+    SessionNotFoundError,
+)
+from session_ledger.ledger.domain.events import Event, EventMetadata, Fields, RevocationReason
+from session_ledger.ledger.domain.ids import is_session_id
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.rules import is_fresh, refresh_due, require_fresh
+from session_ledger.ledger.domain.state import SessionState, evolve
+from session_ledger.ledger.domain.tokens import hash_token, is_well_formed, new_token
+from session_ledger.ledger.domain.values import has_lone_surrogate
+from session_ledger.ledger.ports import SessionReadModel, UserRecord, UserStore
+from session_ledger.ledger.retry import retry_on_conflict
 from session_ledger.ledger.store import EventStore, StreamAppend
-from session_ledger.ledger.tokens import hash_token, is_well_formed, new_token
 
-#: Conflicts are retried this many times (each retry re-reads and re-decides).
-MAX_ATTEMPTS = 8
-#: Retry n waits a random time up to min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1)) s.
-RETRY_BASE = 0.005
-RETRY_CAP = 0.1
-T = TypeVar("T")
 MAX_FIELDS_BYTES = 8 * 1024
-#: Session ids are UUIDs; anything else cannot name a session (and must not
-#: reach the database: PostgreSQL rejects NUL in text with a driver error).
-SESSION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 Payload = dict[str, Any]
 SessionCallback = Callable[[Payload], Awaitable[Payload]]
@@ -115,7 +100,7 @@ class SessionView:
             device=describe_device(state.user_agent),
             remember_me=state.remember_me,
             fields=dict(state.fields),
-            fresh=is_fresh(state, now, policy),
+            fresh=is_fresh(state.authenticated_at, now, policy),
             current=current,
         )
 
@@ -191,40 +176,42 @@ class SessionLedger:
             return None
         token_hash = hash_token(token)
 
-        async def attempt(fresh: bool) -> ValidatedSession | None:
-            state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
-            if state is None:
-                return None
-            now = self.clock.now()
-            # A new token only when this validation may rotate (rare): the
-            # OS random source and a hash cost every request otherwise.
-            candidate = new_token() if refresh_due(state, now, self.policy) else None
-            decision = decide_validation(
-                state,
-                ValidateSession(
-                    token_hash=token_hash,
-                    ip=ctx.ip,
-                    user_agent=ctx.user_agent,
-                    rotation_token_hash=hash_token(candidate) if candidate else None,
-                    allow_refresh=not disable_refresh,
-                ),
-                now,
-                self.policy,
-            )
-            if decision.events:
-                # A ConcurrencyError: someone else moved the session on.
-                await self._append(state, decision.events, ctx)
-                state = _fold_onto(state, decision.events)
-            if not decision.accepted:
-                return None
-            return ValidatedSession(
-                session=SessionView.of(state, now, self.policy, current=True),
-                token=candidate if decision.rotated and candidate else token,
-                rotated=decision.rotated,
-                refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
-            )
+        def attempt(fresh: bool) -> Awaitable[ValidatedSession | None]:
+            return self._validate(token, token_hash, ctx, fresh=fresh, refresh=not disable_refresh)
 
-        return await self._retrying(attempt, token_hash)
+        return await retry_on_conflict(attempt, token_hash)
+
+    async def _validate(
+        self, token: str, token_hash: str, ctx: RequestContext, *, fresh: bool, refresh: bool
+    ) -> ValidatedSession | None:
+        """One attempt of :meth:`get_session` (a ConcurrencyError: someone
+        else moved the session on, try again)."""
+        state = await self.read_model.by_token_hash(token_hash, fresh=fresh)
+        if state is None:
+            return None
+        now = self.clock.now()
+        # A new token only when this validation may rotate (rare): the OS
+        # random source and a hash cost every request otherwise.
+        candidate = new_token() if refresh_due(state.expires_at, now, self.policy) else None
+        command = ValidateSession(
+            token_hash=token_hash,
+            ip=ctx.ip,
+            user_agent=ctx.user_agent,
+            rotation_token_hash=hash_token(candidate) if candidate else None,
+            allow_refresh=refresh,
+        )
+        decision = decide_validation(state, command, now, self.policy)
+        if decision.events:
+            await self._append(state, decision.events, ctx)
+            state = _fold_onto(state, decision.events)
+        if not decision.accepted:
+            return None
+        return ValidatedSession(
+            session=SessionView.of(state, now, self.policy, current=True),
+            token=candidate if decision.rotated and candidate else token,
+            rotated=decision.rotated,
+            refreshed=any(e.type == "SessionRefreshed" for e in decision.events),
+        )
 
     async def ended_reason(self, token: str) -> str | None:
         """Why the session ``token`` names has ended (a RevocationReason or
@@ -277,8 +264,8 @@ class SessionLedger:
         return payload
 
     def require_fresh(self, session: SessionView) -> None:
-        if not session.fresh:
-            raise SessionNotFreshError("this action needs a fresh session: sign in again")
+        """Raise SessionNotFreshError unless ``session`` is fresh now."""
+        require_fresh(session.authenticated_at, self.clock.now(), self.policy)
 
     # ------------------------------------------------------------- queries
 
@@ -325,7 +312,7 @@ class SessionLedger:
                 return False
             return await self._revoke([state], RevocationReason.SIGN_OUT, ctx) > 0
 
-        return await self._retrying(attempt, token)
+        return await retry_on_conflict(attempt, token)
 
     async def revoke_session(
         self,
@@ -348,7 +335,7 @@ class SessionLedger:
         user's matches: then nothing is written, and an unknown value and
         another user's answer alike."""
         state: SessionState | None = None
-        if isinstance(id_or_token, str) and SESSION_ID.fullmatch(id_or_token):
+        if is_session_id(id_or_token):
             owned = [s for s in await self.read_model.by_ids([id_or_token]) if s.user_id == user_id]
             state = owned[0] if owned else None
         if state is None and is_well_formed(id_or_token):
@@ -380,7 +367,7 @@ class SessionLedger:
         if not ids:
             raise InvalidCommandError("no session ids given")
         for sid in ids:
-            if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
+            if not is_session_id(sid):
                 raise SessionNotFoundError("no such session")
 
         async def attempt(_fresh: bool) -> int:
@@ -392,7 +379,7 @@ class SessionLedger:
                 raise SessionNotFoundError(f"no session {missing[0]!r} for this user")
             return await self._revoke(list(owned.values()), reason, ctx)
 
-        return await self._retrying(attempt, user_id)
+        return await retry_on_conflict(attempt, user_id)
 
     async def revoke_other_sessions(
         self, user_id: str, current_session_id: str, ctx: RequestContext = NO_CONTEXT
@@ -412,25 +399,6 @@ class SessionLedger:
 
     # ------------------------------------------------------------- helpers
 
-    async def _retrying(self, attempt: Callable[[bool], Awaitable[T]], subject: str) -> T:
-        """``attempt(fresh)`` until it ends without a ConcurrencyError, at
-        most MAX_ATTEMPTS times.
-
-        Only the first attempt may read through a cache (``fresh=False``):
-        a conflict proves that what it read was out of date, and a cache
-        that served it once may serve it again (Redis refusing writes, or
-        an after-commit write still in flight), so every retry reads the
-        store. Retries wait a random, growing time (full jitter): writers
-        racing for one session would otherwise collide again in lockstep."""
-        for n in range(MAX_ATTEMPTS):
-            if n:
-                await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** (n - 1))))
-            try:
-                return await attempt(n > 0)
-            except ConcurrencyError:
-                continue
-        raise _busy(subject)
-
     async def _revoke_where(
         self, user_id: str, reason: RevocationReason, ctx: RequestContext, keep: str | None = None
     ) -> int:
@@ -442,7 +410,7 @@ class SessionLedger:
                 return 0
             return await self._revoke(targets, reason, ctx)
 
-        return await self._retrying(attempt, user_id)
+        return await retry_on_conflict(attempt, user_id)
 
     async def _revoke(
         self, states: Sequence[SessionState], reason: RevocationReason, ctx: RequestContext
@@ -496,7 +464,7 @@ class SessionLedger:
             await self._append(state, events, ctx)
             return SessionView.of(_fold_onto(state, events), now, self.policy, current=True)
 
-        return await self._retrying(attempt, token)
+        return await retry_on_conflict(attempt, token)
 
     async def _append(
         self, state: SessionState, events: Sequence[Event], ctx: RequestContext
@@ -530,13 +498,6 @@ def _meta(ctx: RequestContext, user_id: str) -> EventMetadata:
         actor=ctx.actor or f"user:{user_id}",
         request_id=ctx.request_id,
         correlation_id=ctx.correlation_id,
-    )
-
-
-def _busy(subject: str) -> LedgerError:
-    # 503 with Retry-After: the session is busy, not the request wrong.
-    return RetryLaterError(
-        f"gave up after {MAX_ATTEMPTS} conflicting attempts ({subject[:12]}…)", retry_after=1
     )
 
 

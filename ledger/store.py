@@ -32,8 +32,12 @@ from session_ledger.ledger.db import (
     retry_stale,
     writer,
 )
-from session_ledger.ledger.errors import ConcurrencyError, EventValidationError, InvalidAppendError
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.errors import (
+    ConcurrencyError,
+    EventValidationError,
+    InvalidAppendError,
+)
+from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     RecordedEvent,

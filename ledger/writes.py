@@ -1,12 +1,14 @@
-"""Inline projection writes as data, so that an append of new streams (a
-sign-in) goes to the database in one statement.
+"""Inline projection writes as data, so that an append goes to the database
+in one statement (PostgreSQL) or one hop to its thread (SQLite).
 
-An inline projection normally runs its statements on the append's
-connection, inside the append's transaction (``InlineProjection.apply``):
-BEGIN, the events, one statement per projection, COMMIT, a round trip each.
-For brand-new streams a projection's rows follow from the events alone, so a
-projection may also say *what* it writes (``new_stream_writes``) and leave
-the sending to the store:
+An inline projection may run its statements on the append's connection,
+inside the append's transaction (``InlineProjection.apply``): BEGIN, the
+events, one statement per projection, COMMIT, a round trip each. It may
+instead say *what* it writes and leave the sending to the store: for new
+streams (a sign-in) from the events alone (``new_stream_writes``), for
+existing ones (a refresh, a touch, a revoke) from what it read before the
+append (``existing_stream_writes``, which may decline: the append then runs
+``apply``):
 
 * PostgreSQL: every write becomes a data-modifying CTE beside the event
   INSERT, all one statement, atomic without BEGIN / COMMIT
@@ -32,7 +34,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.ledger.events import Event, EventMetadata
+from session_ledger.ledger.domain.events import Event, EventMetadata
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_ledger.ledger.audit_schema import audit_ips, ip_key
-from session_ledger.ledger.events import RecordedEvent, SessionCreated, SessionTouched, SignInFailed
+from session_ledger.ledger.domain.events import (
+    RecordedEvent,
+    SessionCreated,
+    SessionTouched,
+    SignInFailed,
+)
 from session_ledger.ledger.writes import Insert, PendingEvent, Write, WritesFromEvents
 
 

@@ -32,8 +32,8 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from session_ledger.ledger.domain.state import SessionState
 from session_ledger.ledger.ports import UserRecord
-from session_ledger.ledger.session import SessionState
 from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.redis_cache import (
     FILL_DEADLINE_SECONDS,

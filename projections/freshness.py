@@ -51,8 +51,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from session_ledger.ledger.events import RecordedEvent
-from session_ledger.ledger.session import SessionState
+from session_ledger.ledger.domain.events import RecordedEvent
+from session_ledger.ledger.domain.state import SessionState
 from session_ledger.projections.redis_cache import FILL_DEADLINE_SECONDS
 
 #: Entries outlive every fill that may still land after a change, plus the

@@ -42,9 +42,14 @@ from sqlalchemy import select
 
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.config import CookieCacheSettings, RedisSettings
-from session_ledger.ledger.events import RecordedEvent, SessionCreated, deserialize, session_events
+from session_ledger.ledger.domain.events import (
+    RecordedEvent,
+    SessionCreated,
+    deserialize,
+    session_events,
+)
+from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.session import SessionState, evolve
 from session_ledger.projections.redis_wire import WireConnection, wire_for
 from session_ledger.projections.state_codec import decode_state, encode_state
 

@@ -4,8 +4,8 @@ without redis-py's per-command machinery.
 redis-py's asyncio client spends most of a cache hit in Python: a pool
 checkout and return, a connection health check, command packing through
 its encoder, a read through its stream reader, a response callback. A hit
-cost about three times a PostgreSQL lookup on asyncpg (bench/README.md),
-which is why the Redis path did not pay for itself. Here the same hiredis
+cost more than a PostgreSQL lookup on asyncpg (bench/README.md), which is
+why the Redis path did not pay for itself. Here the same hiredis
 parser redis-py uses reads replies straight from an asyncio protocol, and
 requests go out on one connection as they come: Redis answers the commands
 of a connection in order, so concurrent requests pipeline on it and each

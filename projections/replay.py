@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.db import is_sqlite, writer
-from session_ledger.ledger.events import EventMetadata, RecordedEvent, deserialize_json
+from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize_json
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
@@ -69,7 +69,7 @@ TABLE_CHECKPOINT = "replay:sessions"
 DEFAULT_BATCH = 10_000
 #: Redis replay writes a batch as one pipeline (several commands per state,
 #: buffered with their replies): smaller batches keep its peak memory flat
-#: (measured: +13 % from 100k to 1M events at 5,000, +21 % at 10,000).
+#: as the ledger grows (figures in bench/README.md, bench.replay).
 DEFAULT_REDIS_BATCH = 5_000
 #: Below this many events left, the rebuild takes the append lock and switches.
 FINAL_TAIL = 2000

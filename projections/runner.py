@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from session_ledger.ledger.events import RecordedEvent
+from session_ledger.ledger.domain.events import RecordedEvent
 from session_ledger.ledger.store import EventStore
 from session_ledger.ledger.writes import Notify, PendingEvent, Write, WritesFromEvents
 from session_ledger.projections.redis_cache import Keys, RedisCacheProjection

@@ -22,13 +22,13 @@ from session_ledger.ledger.db import (
     row_decoder,
 )
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.events import (
     RecordedEvent,
     SessionCreated,
     SessionRotated,
     is_session_event,
 )
-from session_ledger.ledger.session import SessionState, SessionStatus, evolve
+from session_ledger.ledger.domain.state import SessionState, SessionStatus, evolve
 from session_ledger.ledger.writes import Insert, PendingEvent, Write
 from session_ledger.projections.schema import retired_tokens, sessions
 

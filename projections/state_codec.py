@@ -15,8 +15,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from session_ledger.ledger.domain.state import SessionState, SessionStatus
 from session_ledger.ledger.ports import UserRecord
-from session_ledger.ledger.session import SessionState, SessionStatus
 
 
 def _kind(annotation: object) -> str:

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.events import SESSION_EVENT_TYPES, deserialize
+from session_ledger.ledger.domain.events import SESSION_EVENT_TYPES, deserialize
+from session_ledger.ledger.domain.rules import is_active
+from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.session import SessionState, evolve, is_active
 from session_ledger.projections.redis_cache import Keys, RedisSessionCache, owner_value
 from session_ledger.projections.schema import retired_tokens, sessions
 from session_ledger.projections.session_table import state_from_row

@@ -79,7 +79,7 @@ def test_the_wheel_installs_beside_a_host_package_named_api(tmp_path: Path) -> N
     code = (
         "import api, session_ledger.api.app as ours\n"
         "from session_ledger.migrations import alembic_config\n"
-        "from session_ledger.ledger.events import SessionCreated\n"
+        "from session_ledger.ledger.domain.events import SessionCreated\n"
         "assert api.WHO == 'the host application', api.__file__\n"
         f"assert ours.__file__.startswith({str(site)!r}), ours.__file__\n"
         "assert (ours.STATIC / 'index.html').is_file()\n"

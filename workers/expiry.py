@@ -41,11 +41,12 @@ from sqlalchemy import Select, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import Clock
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import retry_stale
-from session_ledger.ledger.errors import ConcurrencyError
-from session_ledger.ledger.events import EventMetadata, SessionExpired
-from session_ledger.ledger.session import ExpireSession, SessionState, decide
+from session_ledger.ledger.domain.decide import ExpireSession, decide
+from session_ledger.ledger.domain.errors import ConcurrencyError
+from session_ledger.ledger.domain.events import EventMetadata, SessionExpired
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.state import SessionState
 from session_ledger.ledger.store import EventStore, StreamAppend
 from session_ledger.projections.schema import sessions
 from session_ledger.projections.session_table import load_states, state_from_row

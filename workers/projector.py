@@ -5,8 +5,10 @@ Loop per runner: catch up (``run_once``), publish the lag, then sleep until
 a NOTIFY on the ledger channel (PostgreSQL) or the poll interval, whichever
 comes first. Any error (server gone, connection reset, timeout) is logged and
 retried after an exponential back-off with jitter; clients reconnect on
-their own (redis-py on the next command, SQLAlchemy through pool_pre_ping)
-and the listener connection is re-opened. Because the runner's writes are
+their own (redis-py on the next command; a database connection that died
+fails one statement, is invalidated with its pool, and the next checkout
+connects anew, pre-pinged when the engine asks for it, as the worker
+command's does) and the listener connection is re-opened. Because the runner's writes are
 idempotent and ordered by stream version, re-applying a batch after a
 failure half-way is harmless.
 """

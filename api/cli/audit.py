@@ -356,7 +356,7 @@ def _times(since: str | None, until: str | None) -> dict[str, Any]:
 
 def _checked(parse: Callable[[], T]) -> T:
     """Parse arguments before touching the database: a bad value is one line, exit 2."""
-    from session_ledger.ledger.errors import LedgerError
+    from session_ledger.ledger.domain.errors import LedgerError
 
     try:
         return parse()

@@ -35,7 +35,7 @@ def status(database_url: DatabaseOption = None) -> None:
 
         from session_ledger.api.bootstrap import build
         from session_ledger.api.cli.worker import worker_health
-        from session_ledger.ledger.errors import LedgerError
+        from session_ledger.ledger.domain.errors import LedgerError
         from session_ledger.migrations import current_revision, head_revision
         from session_ledger.projections.schema import sessions
 

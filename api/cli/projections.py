@@ -31,7 +31,7 @@ class Target(StrEnum):
 
 
 def _redis_projection(container: Container) -> RedisCacheProjection:
-    from session_ledger.ledger.errors import ConfigError
+    from session_ledger.ledger.domain.errors import ConfigError
 
     runner = container.runner
     if runner is None:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from session_ledger.api.deps import Auth, finish, get_auth
+from session_ledger.api.cookies import finish
+from session_ledger.api.deps import Auth, get_auth
 from session_ledger.api.errors import NO_STORE, ErrorBody
 
 

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from session_ledger.api.deps import Auth, pending, request_context
+from session_ledger.api.cookies import pending
+from session_ledger.api.deps import Auth, request_context
 from session_ledger.api.errors import ApiError
 from session_ledger.api.routes.common import AuthDep, errors, respond
 from session_ledger.api.urls import parse_absolute
 from session_ledger.api.users.store import MAX_IMAGE, MAX_NAME, SqlUserStore
-from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.domain.errors import ServerBusyError
 from session_ledger.ledger.ports import UserRecord
 from session_ledger.ledger.service import ValidatedSession, user_json
 

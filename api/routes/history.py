@@ -16,7 +16,7 @@ from session_ledger.api.routes.common import AuthDep, errors, respond
 from session_ledger.ledger.audit import MAX_POSITION
 from session_ledger.ledger.clock import iso_ms, utc
 from session_ledger.ledger.devices import describe_device
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     SessionCreated,

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from session_ledger.api.cookies import pending
 from session_ledger.api.deps import (
     AuthSession,
     FreshSession,
     StoreSession,
     get_auth,
-    pending,
     presented_token,
     queue_clear,
     request_context,
@@ -26,18 +26,17 @@ from session_ledger.api.deps import (
 )
 from session_ledger.api.errors import ApiError
 from session_ledger.api.routes.common import AuthDep, errors, respond
+from session_ledger.ledger.domain.ids import SessionId
 from session_ledger.ledger.service import session_json
 
 session_router = APIRouter(tags=["session"])
-
-#: Ids are ours (UUIDs); anything else is refused before it reaches a query.
-SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class RevokeSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: A session id, as list-sessions hands it out in ``token``, or the raw
-    #: token of a session (what getSession returns in ``session.token``).
+    #: token of a session (what getSession returns in ``session.token``);
+    #: anything else is refused before it reaches a query (ledger.domain.ids).
     token: SessionId
 
 
@@ -74,8 +73,9 @@ def _flag(request: Request, name: str) -> bool:
 
 
 # The flags are read from the query string by hand, not declared as FastAPI
-# parameters: get-session is the hottest route, and dependency solving was a
-# tenth of its time (bench/README.md). The schema still documents them.
+# parameters: get-session is the hottest route, and FastAPI's parameter
+# solving is a visible share of its time (bench/README.md). The schema
+# still documents them.
 @session_router.get(
     "/get-session",
     responses=errors(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from session_ledger.ledger.errors import LedgerError
+from session_ledger.ledger.domain.errors import LedgerError
 
 
 class UserError(LedgerError):

@@ -7,8 +7,8 @@ it read, and the same change feed that makes cookie-cache revocation strict
 
 * a change in this process drops the entry at once (after its commit);
 * a change in another process reaches every process on the feed
-  (``NOTIFY`` sent inside the changing transaction on PostgreSQL, Redis
-  pub/sub on SQLite with Redis);
+  (``NOTIFY`` sent inside the changing transaction). Only PostgreSQL has
+  one: on SQLite the memo is never live, and every read asks the store;
 * the memo is used only while the feed is connected and caught up
   (:meth:`set_live`); losing or regaining the feed empties it, because
   changes made meanwhile were never heard;

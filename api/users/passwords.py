@@ -29,7 +29,7 @@ from session_ledger.api.users.errors import (
     PasswordTooWeakError,
 )
 from session_ledger.ledger.config import PasswordSettings
-from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.domain.errors import ServerBusyError
 
 T = TypeVar("T")
 

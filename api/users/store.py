@@ -50,7 +50,7 @@ from session_ledger.api.users.schema import accounts, users
 from session_ledger.ledger.clock import Clock, SystemClock, utc
 from session_ledger.ledger.config import PasswordSettings
 from session_ledger.ledger.db import read_standalone, retry_stale, row_decoder
-from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.domain.errors import ServerBusyError
 from session_ledger.ledger.ports import ProviderAccount, UserRecord
 
 MAX_NAME = 256

@@ -10,9 +10,9 @@ from bench.peers.harness import Contender
 from bench.peers.workload import FIELDS, IP, USER_AGENT, Backends, redis_url
 from session_ledger.api.bootstrap import Container, build
 from session_ledger.ledger.config import load_settings
-from session_ledger.ledger.events import Fields
+from session_ledger.ledger.domain.events import Fields
+from session_ledger.ledger.domain.state import fold
 from session_ledger.ledger.service import RequestContext
-from session_ledger.ledger.session import fold
 
 CTX = RequestContext(ip=IP, user_agent=USER_AGENT)
 OUR_FIELDS: Fields = dict(FIELDS)

@@ -21,7 +21,7 @@ from session_ledger.api.users.passwords import BoundedHashing
 from session_ledger.api.users.schema import users
 from session_ledger.api.users.store import SqlUserStore
 from session_ledger.ledger.config import PasswordSettings
-from session_ledger.ledger.errors import ServerBusyError
+from session_ledger.ledger.domain.errors import ServerBusyError
 from tests.http.conftest import PASSWORD, Service
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.audit import Page, iterate
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.events import RevocationReason
+from session_ledger.ledger.domain.events import RevocationReason
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import RequestContext, SessionLedger
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.audit_ips import AuditIpProjection

@@ -14,9 +14,9 @@ from typer.testing import CliRunner, Result
 
 from session_ledger.api.cli import app
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import RevocationReason
+from session_ledger.ledger.domain.events import RevocationReason
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.integrity import record_digest
 from session_ledger.ledger.service import RequestContext
 from tests.audit.history import make_ledger

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 from session_ledger.ledger.audit import AuditLog
 from session_ledger.ledger.clock import ManualClock, utc
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import deserialize
+from session_ledger.ledger.domain.events import deserialize
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.rules import is_active
+from session_ledger.ledger.domain.state import evolve
 from session_ledger.ledger.service import RequestContext, SessionLedger
-from session_ledger.ledger.session import evolve, is_active
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from session_ledger.ledger.audit import AuditEntry, AuditLog
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import RevocationReason
+from session_ledger.ledger.domain.events import RevocationReason
 from tests.audit.history import (
     ADMIN_ACTOR,
     EPOCH,

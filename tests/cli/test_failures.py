@@ -15,8 +15,9 @@ import pytest
 
 from session_ledger.api.cli.serve import _warn_if_limits_per_process
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy, load_settings
+from session_ledger.ledger.config import load_settings
 from session_ledger.ledger.db import make_engine
+from session_ledger.ledger.domain.policy import SessionPolicy
 from tests.audit.history import make_ledger
 from tests.cli.conftest import cli, console_script
 from tests.e2e.conftest import ROOT, free_port

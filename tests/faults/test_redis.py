@@ -11,8 +11,8 @@ import asyncio
 import httpx
 from sqlalchemy import select
 
-from session_ledger.ledger.session import SessionStatus
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.state import SessionStatus
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.projections.schema import sessions
 from tests.support.deployment import PASSWORD
 from tests.support.faults import assert_clean, describe

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from session_ledger.api import revocations
 from session_ledger.api.revocations import RevocationFeed
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.tokens import b64url_decode, b64url_encode
+from session_ledger.ledger.domain.tokens import b64url_decode, b64url_encode
 from tests.http.conftest import Service, StatementCounter
 
 DATA = "better-auth.session_data"

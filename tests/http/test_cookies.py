@@ -13,7 +13,7 @@ import pytest
 
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.config import load_settings
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 from tests.http.conftest import SECRET, Service, cookie_named, set_cookies
 
 TOKEN = "better-auth.session-token"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from session_ledger.ledger.events import SessionRevoked
+from session_ledger.ledger.domain.events import SessionRevoked
 from tests.http.conftest import PASSWORD, Service
 
 SESSION_KEYS = {"id", "token", "userId", "expiresAt", "createdAt", "updatedAt", "ipAddress"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.events import SessionRevoked
+from session_ledger.ledger.domain.events import SessionRevoked
 from tests.http.conftest import BASE_URL, Service, cookie_named
 
 TOKEN = "better-auth.session-token"

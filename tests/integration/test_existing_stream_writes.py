@@ -17,20 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.audit_schema import audit_ips
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.errors import ConcurrencyError
-from session_ledger.ledger.events import Event, RevocationReason, SessionRotated
-from session_ledger.ledger.session import (
+from session_ledger.ledger.domain.decide import (
     Command,
     Reauthenticate,
     RefreshSession,
     RevokeSession,
     RotateToken,
-    SessionState,
     UpdateFields,
     ValidateSession,
     decide,
-    evolve,
 )
+from session_ledger.ledger.domain.errors import ConcurrencyError
+from session_ledger.ledger.domain.events import Event, RevocationReason, SessionRotated
+from session_ledger.ledger.domain.state import SessionState, evolve
 from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
 from session_ledger.ledger.writes import PendingEvent, Write
 from session_ledger.projections.audit_ips import AuditIpProjection

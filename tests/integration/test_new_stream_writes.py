@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.audit_schema import audit_ips
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.errors import ConcurrencyError
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.decide import CreateSession, RevokeSession, RotateToken, decide
+from session_ledger.ledger.domain.errors import ConcurrencyError
+from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     RecordedEvent,
@@ -31,7 +31,8 @@ from session_ledger.ledger.events import (
     SessionCreated,
     SessionRotated,
 )
-from session_ledger.ledger.session import CreateSession, RevokeSession, RotateToken, decide, evolve
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.state import evolve
 from session_ledger.ledger.store import EventStore, InlineProjection, StreamAppend
 from session_ledger.projections.audit_ips import AuditIpProjection
 from session_ledger.projections.freshness import parse_changes

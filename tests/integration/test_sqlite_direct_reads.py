@@ -16,8 +16,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import autocommit, direct_reads, make_engine, read_standalone
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import SessionLedger
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, DirectReads
 from session_ledger.ledger.store import EventStore

@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from session_ledger.ledger.chain import event_hash
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.db import Driver, make_engine
-from session_ledger.ledger.errors import (
+from session_ledger.ledger.domain.errors import (
     ConcurrencyError,
     EventValidationError,
     InvalidAppendError,
     UnknownEventTypeError,
 )
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     RecordedEvent,

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import Event, RecordedEvent
+from session_ledger.ledger.domain.events import Event, RecordedEvent
 from session_ledger.ledger.store import EventStore
 from tests.support.chain import raw_rows, verify_chain
 from tests.support.events import created, touched

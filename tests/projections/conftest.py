@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import RedisSettings, SessionPolicy
+from session_ledger.ledger.config import RedisSettings
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import SessionLedger
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.cached_read_model import CachedSessionReadModel

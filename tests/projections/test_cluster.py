@@ -12,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.projections.replay import replay_redis
 from session_ledger.projections.verify import verify_redis
 from tests.projections.conftest import make_harness

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.errors import LedgerError
-from session_ledger.ledger.events import SignInFailure
+from session_ledger.ledger.domain.errors import LedgerError
+from session_ledger.ledger.domain.events import SignInFailure
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import RequestContext
 from session_ledger.projections.replay import replay_redis, replay_table
 from session_ledger.projections.verify import verify_redis, verify_table

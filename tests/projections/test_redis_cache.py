@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.session import SessionStatus
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.state import SessionStatus
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.projections.state_codec import decode_state, encode_state
 from session_ledger.projections.verify import verify_redis, verify_table
 from tests.projections.conftest import Harness, make_harness

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_ledger.ledger.session import SessionState
+from session_ledger.ledger.domain.state import SessionState
 from session_ledger.projections.replay import SHADOW, TABLE_CHECKPOINT, replay_redis, replay_table
 from session_ledger.projections.schema import projection_checkpoints, retired_tokens, sessions
 from session_ledger.projections.session_table import state_from_row

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.events import SignInFailure
+from session_ledger.ledger.domain.events import SignInFailure
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.ledger.service import RequestContext
-from session_ledger.ledger.tokens import hash_token
 from session_ledger.projections.verify import verify_redis
 from tests.projections.conftest import Harness, make_harness
 from tests.support.redis import RedisProcess, free_port

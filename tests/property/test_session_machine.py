@@ -20,17 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.errors import (
-    InvalidCommandError,
-    InvalidTransitionError,
-    SessionAlreadyExistsError,
-    SessionEndedError,
-    SessionError,
-    SessionNotFoundError,
-)
-from session_ledger.ledger.events import Event, RevocationReason, SignInFailed, SignInFailure
-from session_ledger.ledger.session import (
+from session_ledger.ledger.domain.decide import (
     Command,
     CreateSession,
     ExpireSession,
@@ -38,18 +28,24 @@ from session_ledger.ledger.session import (
     RefreshSession,
     RevokeSession,
     RotateToken,
-    SessionState,
-    SessionStatus,
     UpdateFields,
     ValidateSession,
     decide,
     decide_validation,
-    evolve,
-    fold,
-    is_active,
-    is_fresh,
 )
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.errors import (
+    InvalidCommandError,
+    InvalidTransitionError,
+    SessionAlreadyExistsError,
+    SessionEndedError,
+    SessionError,
+    SessionNotFoundError,
+)
+from session_ledger.ledger.domain.events import Event, RevocationReason, SignInFailed, SignInFailure
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.rules import is_active, is_fresh
+from session_ledger.ledger.domain.state import SessionState, SessionStatus, evolve, fold
+from session_ledger.ledger.domain.tokens import hash_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 IPS = st.sampled_from([None, "10.0.0.1", "10.0.0.2"])
@@ -83,7 +79,7 @@ def seconds(value: float) -> timedelta:
 
 @dataclass
 class Model:
-    """What the session should be, written independently of ledger.session."""
+    """What the session should be, written independently of ledger.domain."""
 
     status: str = "none"  # none | active | revoked | expired
     current: str = ""
@@ -509,7 +505,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert is_active(self.state, self.now) == alive
         fresh_age = self.policy.fresh_age
         expected = fresh_age == 0 or self.now - self.model.authenticated_at < seconds(fresh_age)
-        assert is_fresh(self.state, self.now, self.policy) == expected
+        assert is_fresh(self.state.authenticated_at, self.now, self.policy) == expected
 
     @invariant()
     def the_previous_token_is_retired(self) -> None:

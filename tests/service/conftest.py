@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import SessionLedger
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel

@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import SessionLedger
 from tests.service.conftest import make_ledger
 

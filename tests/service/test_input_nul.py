@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from session_ledger.ledger.errors import InvalidCommandError, SessionNotFoundError
+from session_ledger.ledger.domain.errors import InvalidCommandError, SessionNotFoundError
 from session_ledger.ledger.service import RequestContext, SessionLedger
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
+from session_ledger.ledger.domain.decide import ExpireSession, decide
+from session_ledger.ledger.domain.state import SessionState
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.ledger.service import SessionLedger
-from session_ledger.ledger.session import ExpireSession, SessionState, decide
-from session_ledger.ledger.tokens import hash_token
 from session_ledger.projections.session_table import SqlSessionReadModel
 from tests.service.conftest import make_ledger
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.errors import InvalidCommandError, SessionNotFoundError
-from session_ledger.ledger.events import RevocationReason, SessionRevoked
+from session_ledger.ledger.domain.errors import InvalidCommandError, SessionNotFoundError
+from session_ledger.ledger.domain.events import RevocationReason, SessionRevoked
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.service import RequestContext, SessionLedger
 from tests.service.conftest import make_ledger
 

@@ -24,11 +24,11 @@ from hypothesis.stateful import (
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.audit import AuditLog
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import RevocationReason, SignInFailure
+from session_ledger.ledger.domain.events import RevocationReason, SignInFailure
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.state import SessionStatus, fold
 from session_ledger.ledger.service import RequestContext, SessionLedger
-from session_ledger.ledger.session import SessionStatus, fold
 from tests.service.conftest import make_ledger
 from tests.support import profile
 

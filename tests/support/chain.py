@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.chain import GENESIS, event_hash
-from session_ledger.ledger.events import RecordedEvent, serialize
+from session_ledger.ledger.domain.events import RecordedEvent, serialize
 from session_ledger.ledger.schema import events as events_table
 
 

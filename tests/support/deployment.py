@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from session_ledger.ledger.config import Settings, load_settings
-from session_ledger.ledger.tokens import Signer
+from session_ledger.ledger.domain.tokens import Signer
 from tests.support.redis import free_port
 
 CLI = str(Path(sys.executable).parent / "session-ledger")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from session_ledger.ledger.events import SessionCreated, SessionTouched
+from session_ledger.ledger.domain.events import SessionCreated, SessionTouched
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -29,12 +29,12 @@ from uuid6 import uuid7
 
 from session_ledger.api.bootstrap import build
 from session_ledger.api.users.store import SqlUserStore
-from session_ledger.ledger.events import EventMetadata
+from session_ledger.ledger.domain.decide import CreateSession, decide
+from session_ledger.ledger.domain.events import EventMetadata
+from session_ledger.ledger.domain.tokens import hash_token, new_token
 from session_ledger.ledger.integrity import verify_ledger
 from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.session import CreateSession, decide
 from session_ledger.ledger.store import StreamAppend
-from session_ledger.ledger.tokens import hash_token, new_token
 from session_ledger.projections.redis_cache import RedisSessionCache
 from session_ledger.projections.verify import verify_redis, verify_table
 from tests.support.deployment import Deployment, wait_until

@@ -28,8 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.errors import ConcurrencyError
-from session_ledger.ledger.events import Event, RecordedEvent
+from session_ledger.ledger.domain.errors import ConcurrencyError
+from session_ledger.ledger.domain.events import Event, RecordedEvent
 from session_ledger.ledger.store import EventStore, StreamAppend
 from session_ledger.projections.session_table import SessionTableProjection
 from tests.support.events import created, touched

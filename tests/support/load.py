@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.api.users.crypto import TokenBox
 from session_ledger.api.users.store import SqlUserStore
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES
+from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.tokens import hash_token
 from tests.support.deployment import PASSWORD, Deployment
 
 #: Users are created with cheap argon2 parameters, which their hashes carry:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from session_ledger.ledger.config import AdditionalField, load_settings
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.domain.errors import ConfigError
+from session_ledger.ledger.domain.policy import AdditionalField
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from session_ledger.ledger.config import RateLimitRule, Settings, load_settings
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 SECRET = "s" * 16 + "0123456789abcdef"
 OTHER = "o" * 16 + "fedcba9876543210"

@@ -16,7 +16,7 @@ import pytest
 from session_ledger.api.cookie_cache import CookieCache
 from session_ledger.api.cookies import CookieJar
 from session_ledger.ledger.config import load_settings
-from session_ledger.ledger.tokens import Signer
+from session_ledger.ledger.domain.tokens import Signer
 
 SECRET = "cookie-cache-format-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 27, 21, 0, 0, 123456, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 from session_ledger.ledger.failures import describe_failure
 
 PG = "postgresql+asyncpg://app:secret@db.internal:6432/ledger"

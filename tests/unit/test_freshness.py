@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from session_ledger.ledger.events import EventMetadata, RecordedEvent
-from session_ledger.ledger.session import SessionState, SessionStatus
+from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent
+from session_ledger.ledger.domain.state import SessionState, SessionStatus
 from session_ledger.projections.freshness import (
     MAX_ENTRIES,
     RETAIN_SECONDS,

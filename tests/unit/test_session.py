@@ -13,8 +13,21 @@ from typing import Any
 
 import pytest
 
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.errors import (
+from session_ledger.ledger.domain.decide import (
+    Command,
+    CreateSession,
+    ExpireSession,
+    Reauthenticate,
+    RefreshSession,
+    RevokeSession,
+    RotateToken,
+    UpdateFields,
+    ValidateSession,
+    ValidationDecision,
+    decide,
+    decide_validation,
+)
+from session_ledger.ledger.domain.errors import (
     InvalidCommandError,
     InvalidTokenError,
     InvalidTransitionError,
@@ -25,7 +38,7 @@ from session_ledger.ledger.errors import (
     SessionNotFoundError,
     SessionNotFreshError,
 )
-from session_ledger.ledger.events import (
+from session_ledger.ledger.domain.events import (
     Event,
     ExpiryReason,
     RevocationReason,
@@ -38,28 +51,10 @@ from session_ledger.ledger.events import (
     SessionTouched,
     SessionUpdated,
 )
-from session_ledger.ledger.session import (
-    Command,
-    CreateSession,
-    ExpireSession,
-    Reauthenticate,
-    RefreshSession,
-    RevokeSession,
-    RotateToken,
-    SessionState,
-    SessionStatus,
-    UpdateFields,
-    ValidateSession,
-    ValidationDecision,
-    decide,
-    decide_validation,
-    evolve,
-    fold,
-    is_active,
-    is_fresh,
-    require_fresh,
-)
-from session_ledger.ledger.tokens import hash_token
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.rules import is_active, is_fresh, require_fresh
+from session_ledger.ledger.domain.state import SessionState, SessionStatus, evolve, fold
+from session_ledger.ledger.domain.tokens import hash_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = SessionPolicy(
@@ -460,21 +455,21 @@ def test_rotate_back_to_a_retired_hash_is_rejected() -> None:
 def test_reauthenticate_restarts_freshness() -> None:
     policy = POLICY.model_copy(update={"fresh_age": 20})
     state = create(policy)
-    assert is_fresh(state, at(19.999), policy)
-    assert not is_fresh(state, at(20), policy)
+    assert is_fresh(state.authenticated_at, at(19.999), policy)
+    assert not is_fresh(state.authenticated_at, at(20), policy)
     with pytest.raises(SessionNotFreshError) as caught:
-        require_fresh(state, at(20), policy)
+        require_fresh(state.authenticated_at, at(20), policy)
     assert caught.value.code == "SESSION_NOT_FRESH"
     state, events = run(state, Reauthenticate(), 25, policy)
     assert events == [SessionReauthenticated(authenticated_at=at(25))]
     assert (state.authenticated_at, state.last_active_at) == (at(25), at(25))
-    require_fresh(state, at(44.999), policy)
-    assert not is_fresh(state, at(45), policy)
+    require_fresh(state.authenticated_at, at(44.999), policy)
+    assert not is_fresh(state.authenticated_at, at(45), policy)
 
 
 def test_fresh_age_zero_is_always_fresh() -> None:
-    assert is_fresh(create(), at(10**6), POLICY)
-    require_fresh(create(), at(10**6), POLICY)
+    assert is_fresh(create().authenticated_at, at(10**6), POLICY)
+    require_fresh(create().authenticated_at, at(10**6), POLICY)
 
 
 def test_update_merges_fields() -> None:

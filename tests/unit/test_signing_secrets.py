@@ -14,7 +14,7 @@ import pytest
 import session_ledger.ledger.config
 from session_ledger.api.signing_secrets import read_or_create, signing_secrets
 from session_ledger.ledger.config import load_settings
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 GOOD = "Jq3v9Lx0pT7wRk2mZs8Ne4Hb6Yc1Ud5F"
 

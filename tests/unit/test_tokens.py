@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from session_ledger.ledger.errors import ConfigError
-from session_ledger.ledger.tokens import (
+from session_ledger.ledger.domain.errors import ConfigError
+from session_ledger.ledger.domain.tokens import (
     Signer,
     b64url_decode,
     b64url_encode,

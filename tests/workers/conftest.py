@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES, EventMetadata
+from session_ledger.ledger.domain.decide import CreateSession, decide
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES, EventMetadata
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.session import CreateSession, decide
 from session_ledger.ledger.store import EventStore, StreamAppend
 from session_ledger.projections.schema import sessions
 from session_ledger.projections.session_table import SessionTableProjection

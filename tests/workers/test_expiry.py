@@ -13,21 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from session_ledger.ledger.clock import ManualClock, utc
-from session_ledger.ledger.config import SessionPolicy
 from session_ledger.ledger.db import make_engine
-from session_ledger.ledger.events import EventMetadata, RevocationReason, SessionRefreshed
-from session_ledger.ledger.schema import events as events_table
-from session_ledger.ledger.service import SessionLedger
-from session_ledger.ledger.session import (
+from session_ledger.ledger.domain.decide import (
     RefreshSession,
     RevokeSession,
-    SessionState,
     UpdateFields,
     ValidateSession,
     decide,
     decide_validation,
-    fold,
 )
+from session_ledger.ledger.domain.events import EventMetadata, RevocationReason, SessionRefreshed
+from session_ledger.ledger.domain.policy import SessionPolicy
+from session_ledger.ledger.domain.state import SessionState, fold
+from session_ledger.ledger.schema import events as events_table
+from session_ledger.ledger.service import SessionLedger
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.session_table import SqlSessionReadModel
 from session_ledger.workers.expiry import ExpirySweep

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.api.bootstrap import Container, build
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.config import SessionPolicy, load_settings
+from session_ledger.ledger.config import load_settings
+from session_ledger.ledger.domain.policy import SessionPolicy
 from session_ledger.workers.health import Heartbeats, latest_by_job, read_health
 from session_ledger.workers.leader import AdvisoryLockLeader, SingleProcessLeader, leadership_for
 from session_ledger.workers.metrics import WorkerMetrics

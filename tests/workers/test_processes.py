@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.ledger.clock import ManualClock
-from session_ledger.ledger.events import TERMINAL_EVENT_TYPES
+from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.projections.schema import sessions
 from session_ledger.workers.health import latest_by_job, read_health

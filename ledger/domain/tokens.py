@@ -22,7 +22,7 @@ import secrets as _secrets
 from collections.abc import Sequence
 from urllib.parse import unquote
 
-from session_ledger.ledger.errors import ConfigError
+from session_ledger.ledger.domain.errors import ConfigError
 
 #: 32 random bytes = 256 bits of entropy.
 TOKEN_BYTES = 32

@@ -18,7 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeGuard
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from session_ledger.ledger.errors import EventValidationError, UnknownEventTypeError
+from session_ledger.ledger.domain.errors import EventValidationError, UnknownEventTypeError
+from session_ledger.ledger.domain.ids import SessionId
 
 #: Free-form additional session fields (BetterAuth's ``additionalFields``).
 Fields = dict[str, JsonValue]
@@ -85,7 +86,7 @@ class SessionCreated(_Event):
     """Sign-in: a new session stream starts."""
 
     type: Literal["SessionCreated"] = "SessionCreated"
-    session_id: Annotated[str, Field(min_length=1, max_length=64)]
+    session_id: SessionId
     user_id: Annotated[str, Field(min_length=1, max_length=128)]
     token_hash: TokenHash
     created_at: AwareDatetime
