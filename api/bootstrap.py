@@ -24,7 +24,7 @@ from session_ledger.projections.cached_read_model import CachedSessionReadModel
 from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
 from session_ledger.projections.revocation_notify import RevocationNotifier
-from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
+from session_ledger.projections.runner import NotifyAfterCommit, ProjectionRunner
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 
 
@@ -47,6 +47,9 @@ class Container:
     freshness: CacheFreshness | None = None
 
     async def close(self) -> None:
+        for hook in self.store.after_commit:
+            if isinstance(hook, NotifyAfterCommit):
+                await hook.flush()  # a wake-up on its way, before the pool goes
         if self.runner is not None:
             self.runner.cache.close()
         if isinstance(self.ledger.users, SqlUserStore):
@@ -104,16 +107,20 @@ async def build(
 
 def _event_store(engine: AsyncEngine, clock: Clock) -> EventStore:
     """The event store with its inline projections (written with the
-    append, atomically)."""
-    # The NOTIFYs (PostgreSQL's recorder sends them with the append; the
-    # others have none): other processes' revocation feeds, and
-    # (ledger_events) the runner and every process's Redis freshness. Sent by
-    # every writer, with Redis configured or not: a writer that changed
-    # sessions without saying so would leave the others believing a cache it
-    # did not update.
+    append, atomically) and, on PostgreSQL, its wake-up after commit."""
+    # NOTIFY in the append, for ends only (rare): other processes'
+    # revocation feeds (PostgreSQL's recorder sends it; the other recorders
+    # have no NOTIFY). After commit, a wake-up for the runner and every
+    # process's change feed, which read the ledger themselves
+    # (projections.runner.NotifyAfterCommit). Sent by every writer, with
+    # Redis configured or not: the others' feeds would otherwise hear of its
+    # changes only when they poll.
     projections: list[Projection] = [SessionTableProjection(), AuditIpProjection()]
-    projections += [RevocationNotifier(), NotifyOnAppend()]
-    return EventStore(engine, clock=clock, inline_projections=projections)
+    projections.append(RevocationNotifier())
+    store = EventStore(engine, clock=clock, inline_projections=projections)
+    if engine.dialect.name == "postgresql":
+        store.after_commit.append(NotifyAfterCommit(engine))
+    return store
 
 
 def _revocation_feed(
@@ -166,7 +173,7 @@ def _redis_cache(
     listen_dsn = None
     postgres = engine.dialect.name == "postgresql"
     if postgres:
-        # NotifyOnAppend (see build) wakes the runner.
+        # NotifyAfterCommit (see build) wakes the runner.
         listen_dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     runner = ProjectionRunner(
         store,

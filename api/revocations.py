@@ -34,9 +34,13 @@ the memo is live exactly while the feed is caught up.
 
 With the Redis cache, the feed also tells its
 :class:`~projections.freshness.CacheFreshness` (a constructor argument)
-of *every* append, not only the ends: ``NOTIFY ledger_events`` on
-PostgreSQL, the whole tail on SQLite. Redis is believed exactly while the
-feed is caught up, and only for what it heard of.
+of *every* append, not only the ends: on PostgreSQL read from the ledger
+(:class:`~projections.change_feed.LedgerChanges`) on every ``NOTIFY
+ledger_events`` (a wake-up each writer sends after its commit) and every
+``change_feed.POLL_INTERVAL``; the whole tail on SQLite. Redis is believed
+exactly while the feed is caught up, and only for what it heard of. The
+revocation NOTIFY stays inside the append transaction: it is rare (ends
+only), and the cookie cache has no other way to hear of it.
 """
 
 from __future__ import annotations
@@ -55,12 +59,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_ledger.api.users.memo import USERS_CHANNEL, UserMemo
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.db import Driver, make_engine, pooled
 from session_ledger.ledger.domain.events import TERMINAL_EVENT_TYPES, RecordedEvent
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.sqlite_reads import DataVersionWatch, plain_file
-from session_ledger.projections.freshness import CacheFreshness, parse_changes
+from session_ledger.projections.change_feed import POLL_INTERVAL as CHANGES_POLL_INTERVAL
+from session_ledger.projections.change_feed import LedgerChanges
+from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.revocation_notify import CHANNEL, ended_session_ids
 from session_ledger.projections.runner import CHANNEL as CHANGES_CHANNEL
 
@@ -119,6 +126,7 @@ class RevocationFeed:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
 
     # --------------------------------------------------------------- queries
 
@@ -193,7 +201,7 @@ class RevocationFeed:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             task.result()
 
-    def _mark(self, caught_up: bool, head: int = 0) -> None:
+    def _mark(self, caught_up: bool, head: horizon.Mark = horizon.ORIGIN) -> None:
         """Caught up (appends after ``head`` will be heard), or lost."""
         self._caught_up = caught_up
         if self._users is not None:
@@ -237,10 +245,8 @@ class RevocationFeed:
         if isinstance(payload, str) and self._users is not None:
             self._users.invalidate(uid for uid in payload.split(",") if uid)
 
-    def _on_changes_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        parsed = parse_changes(payload) if isinstance(payload, str) else None
-        if parsed is not None and self._freshness is not None:
-            self._freshness.heard(*parsed)
+    def _on_changes_notify(self, *_args: object) -> None:
+        self._wake.set()
 
     async def _run_postgres(self) -> None:
         url = make_url(self.database_url).set(drivername="postgresql")
@@ -253,16 +259,17 @@ class RevocationFeed:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 await conn.add_listener(USERS_CHANNEL, self._on_users_notify)
+                changes, start = None, horizon.ORIGIN
                 if self._freshness is not None:
                     await conn.add_listener(CHANGES_CHANNEL, self._on_changes_notify)
-                self._mark(True, await self._catch_up(self.engine))
-                while not lost.is_set() and not self._stopping:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), KEEPALIVE)
-                    if not lost.is_set() and not self._stopping:
-                        # A half-open TCP connection never reports termination:
-                        # probe it, and treat a slow answer as a lost feed.
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
+                    # Listening first: an append committed after this head
+                    # is read by the first pass or wakes a later one.
+                    start = await horizon.head(self.engine)
+                    changes = LedgerChanges(self.engine, self._freshness, start)
+                    await changes.read_pass()
+                await self._catch_up(self.engine)
+                self._mark(True, start)
+                await self._listen(conn, lost, changes)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -273,6 +280,40 @@ class RevocationFeed:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
             await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _listen(
+        self, conn: asyncpg.Connection, lost: asyncio.Event, changes: LedgerChanges | None
+    ) -> None:
+        """Until the connection is lost: read the ledger's changes on every
+        wake-up (and every CHANGES_POLL_INTERVAL), probe the connection
+        every KEEPALIVE."""
+        wait = KEEPALIVE if changes is None else CHANGES_POLL_INTERVAL
+        probed = asyncio.get_running_loop().time()
+        # _stopping checked at every wake-up: a cancellation may be lost (see stop).
+        while not lost.is_set() and not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken(lost), wait)
+            if lost.is_set() or self._stopping:
+                return
+            if changes is not None:
+                # Cleared before reading: a wake-up during the pass asks for another.
+                self._wake.clear()
+                await changes.read_pass()
+            now = asyncio.get_running_loop().time()
+            if now - probed >= KEEPALIVE:
+                # A half-open TCP connection never reports termination:
+                # probe it, and treat a slow answer as a lost feed.
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE)
+                probed = now
+
+    async def _woken(self, lost: asyncio.Event) -> None:
+        """Until the connection is lost or a wake-up came."""
+        waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     # ------------------------------------------------------- SQLite polling
 
@@ -288,7 +329,7 @@ class RevocationFeed:
                 watch = None if path is None else DataVersionWatch(path)
                 try:
                     position = await self._catch_up(engine)
-                    self._mark(True, position)
+                    self._mark(True, (0, position))
                     if watch is not None:
                         await self._watch(watch, position)
                     else:
@@ -342,7 +383,9 @@ class RevocationFeed:
         self.add(stream_id for _, stream_id, _, type_ in rows if type_ in TERMINAL_EVENT_TYPES)
         last = int(rows[-1][0])
         if self._freshness is not None:
-            self._freshness.heard(last, ((stream_id, version) for _, stream_id, version, _ in rows))
+            self._freshness.heard(
+                (0, last), ((stream_id, version) for _, stream_id, version, _ in rows)
+            )
         return last
 
 

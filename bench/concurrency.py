@@ -39,10 +39,12 @@ How it measures:
   other engineers' test runs, and 32 writers on each side would take a good
   part of them. ``--server shared`` uses ``SESSION_LEDGER_TEST_PG``.
 * **pgbench** (``--pgbench``): the same INSERT from pgbench's C client,
-  alone, behind the global advisory lock our appends take
+  alone, behind the global advisory lock our appends took before issue 18
   (``pg_advisory_xact_lock`` inside the INSERT), with a ``pg_notify`` in the
-  transaction as every append of a PostgreSQL ``build()`` sends, and with
-  both: how much each serialisation point costs without any Python.
+  transaction as every append of a PostgreSQL ``build()`` sent, with both,
+  and with the NOTIFY after the commit, in a transaction of its own (what
+  appends do now): how much each serialisation point costs without any
+  Python.
 
 Writes ``bench/results/concurrency.json`` (the shape ``bench.peers.charts``
 draws its scaling chart from; ``--merge`` keeps the series of other labels)
@@ -94,10 +96,12 @@ WARM_UP = 3
 SETUP_TIMEOUT = 180.0
 RAW_PG_TABLE = RAW_TABLE.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
 #: pgbench's statements: the raw INSERT, alone and with each of the two
-#: serialisation points an append on PostgreSQL has today (the advisory lock
-#: inside the INSERT, as ledger/store.py takes it; a NOTIFY in the
-#: transaction, as build()'s inline projections send one). The payload is
-#: a literal (JSON without single quotes).
+#: serialisation points an append on PostgreSQL had before issue 18 (the
+#: advisory lock inside the INSERT; a NOTIFY in the transaction, as build()'s
+#: inline projections sent one), and with the NOTIFY sent after the commit
+#: in a transaction of its own, as projections.runner.NotifyAfterCommit does
+#: now (at most one in flight per process there; one per INSERT here). The
+#: payload is a literal (JSON without single quotes).
 _ROW = f"'s', '{PAYLOAD}', gen_random_uuid()::text"
 _INSERT = "INSERT INTO raw_events (stream_id, data, token_hash)"
 _LOCKED = f"{_INSERT} SELECT {_ROW} WHERE EXISTS (SELECT FROM pg_advisory_xact_lock(1))"
@@ -107,6 +111,7 @@ PGBENCH_SCRIPTS = {
     "INSERT + advisory lock": f"{_LOCKED};",
     "INSERT + NOTIFY": f"WITH i AS ({_INSERT} VALUES ({_ROW}) RETURNING position) {_NOTIFY};",
     "INSERT + lock + NOTIFY": f"WITH i AS ({_LOCKED} RETURNING position) {_NOTIFY};",
+    "INSERT; NOTIFY after": f"{_INSERT} VALUES ({_ROW});\nSELECT pg_notify('ledger_events', '1');",
 }
 
 Kind = Literal["ours", "raw"]

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from session_ledger import migrations
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.config import RedisSettings
 from session_ledger.ledger.db import make_engine
@@ -85,7 +86,7 @@ async def main(n: int, rounds: int) -> None:
             store.after_commit.append(freshness.after_commit)
             store.after_commit.append(projection.after_commit)
             # One process on its own database: its own appends are its feed.
-            freshness.connected(await store.head())
+            freshness.connected(await horizon.head(engine))
             await cache.init_checkpoint((await cache.write_keys())[0])
             sql = SqlSessionReadModel(engine)
             cached = SessionLedger(

@@ -10,6 +10,13 @@ next one; ``None`` means there is nothing more. Time filters apply to
 Point in time (:meth:`AuditLog.active_at`): a session was active at ``T``
 when the fold of its events recorded at or before ``T`` is active and ``T``
 is before its ``expires_at`` (``ledger.domain.rules.is_active``).
+
+"Everything up to" questions read below the horizon (``ledger.horizon``) on
+PostgreSQL, where appends commit in any order: the point-in-time folds see
+final events only (a session's later event is never folded without its
+earlier one), and "since the last visit" compares commit-safe marks, not
+positions. Pages are still keyed by position, for display: a page reads
+what is committed when it is read.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.audit_schema import IpNetwork, audit_ips, network_key_range
 from session_ledger.ledger.clock import utc
 from session_ledger.ledger.domain.errors import LedgerError
 from session_ledger.ledger.domain.events import EVENT_TYPES, RevocationReason, deserialize
 from session_ledger.ledger.domain.rules import is_active
 from session_ledger.ledger.domain.state import SessionState, evolve
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.schema import events
 
 DEFAULT_LIMIT = 100
@@ -312,33 +321,43 @@ class AuditLog:
         the latest activity of any of their sessions recorded before the
         current session began (none: since the account's first event)."""
         user_id = _check_text(user_id, "user id")
+        pg = horizon.postgres(self.engine)
+        xid = horizon.mark_column(pg=pg)
         async with self.engine.connect() as conn:
-            began = await conn.scalar(
-                select(events.c.position).where(
-                    events.c.stream_id == _check_text(current_session_id, "session id"),
-                    events.c.stream_version == 1,
-                )
-            )
-            last = None
-            if began is not None:
-                last = (
-                    await conn.execute(
-                        select(events.c.position, events.c.recorded_at)
-                        .where(events.c.user_id == user_id)
-                        .where(events.c.position < began)
-                        .where(events.c.type.in_(VISIT_EVENT_TYPES))
-                        .order_by(events.c.position.desc())
-                        .limit(1)
+            began = (
+                await conn.execute(
+                    select(xid, events.c.position).where(
+                        events.c.stream_id == _check_text(current_session_id, "session id"),
+                        events.c.stream_version == 1,
                     )
-                ).first()
-            query = (
+                )
+            ).first()
+            last: Mark = horizon.ORIGIN
+            visit = None
+            if began is not None:
+                # The user's latest visit before the current session, in
+                # commit-safe order (ledger.horizon).
+                before = (
+                    select(xid, events.c.position, events.c.recorded_at)
+                    .where(events.c.user_id == user_id)
+                    .where(~horizon.after((int(began[0]), began[1]), pg=pg))
+                    .where(events.c.stream_id != current_session_id)
+                    .where(events.c.type.in_(VISIT_EVENT_TYPES))
+                )
+                if pg:
+                    before = before.order_by(events.c.xid.desc(), events.c.position.desc())
+                else:
+                    before = before.order_by(events.c.position.desc())
+                visit = (await conn.execute(before.limit(1))).first()
+                if visit is not None:
+                    last = (int(visit[0]), visit[1])
+            query = horizon.ordered(
                 select(events.c.position, events.c.recorded_at, events.c.data)
                 .where(events.c.user_id == user_id)
                 .where(events.c.type == SIGN_IN_FAILED)
-                .where(events.c.position > (last.position if last is not None else 0))
-                .order_by(events.c.position)
-                .limit(MAX_SUMMARISED)
-            )
+                .where(horizon.after(last, pg=pg)),
+                pg=pg,
+            ).limit(MAX_SUMMARISED)
             rows = (await conn.execute(query)).all()
         networks: dict[str, NetworkAttempts] = {}
         for row in rows:
@@ -348,7 +367,7 @@ class AuditLog:
             networks[name] = NetworkAttempts(name, (known.count if known else 0) + 1, at)
         ranked = sorted(networks.values(), key=lambda n: (-n.count, n.network))
         return FailedSignIns(
-            since=utc(last.recorded_at) if last is not None else None,
+            since=utc(visit.recorded_at) if visit is not None else None,
             total=len(rows),
             capped=len(rows) == MAX_SUMMARISED,
             networks=ranked,
@@ -409,6 +428,8 @@ class AuditLog:
                     .where(events.c.position > cursor)
                     .where(events.c.recorded_at <= at)
                 )
+                if horizon.postgres(conn):
+                    query = query.where(horizon.below_horizon())
                 if user_id is not None:
                     query = query.where(events.c.user_id == _check_text(user_id, "user id"))
                 query = query.order_by(events.c.position).limit(CANDIDATE_BATCH)
@@ -576,6 +597,9 @@ async def _states_at(
         .where(events.c.recorded_at <= at)
         .order_by(events.c.stream_id, events.c.stream_version)
     )
+    if horizon.postgres(conn):
+        # Final events only: never a later event without an earlier one.
+        query = query.where(horizon.below_horizon())
     states: dict[str, SessionState] = {}
     stopped: set[str] = set()
     for row in await conn.execute(query):

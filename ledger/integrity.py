@@ -6,17 +6,21 @@ Two mechanisms, because each misses what the other catches:
   removed or reordered event inside a stream, and a forged first event. It
   cannot see a stream deleted whole, nor the newest events of a stream cut
   off: what remains is still a valid chain.
-* A ledger digest folds the hash of every event, in global position order,
-  into one running hash: ``d(P) = sha256(d(prev) "\\n" position ":" hash)``
-  starting from the genesis hash. A row of ``ledger_digests`` records d(P),
-  the number of events up to P and the previous row's digest. Deleting any
+* A ledger digest folds the hash of every event, in commit-safe order
+  (``ledger.horizon``: by writing transaction, then position), into one
+  running hash: ``d(M) = sha256(d(prev) "\\n" position ":" hash)`` starting
+  from the genesis hash. A row of ``ledger_digests`` records d(M) for a mark
+  ``M = (xid, position)`` below the horizon when it was taken (exactly what
+  a follower had seen then: nothing can appear before it later), the number
+  of events up to M and the previous row's digest. Events older than the
+  xid column all have xid 0, so digests taken before it keep their value. Deleting any
   event at or before a recorded P (a whole stream, the newest events) changes
   d(P) or the count. Events after the newest digest are covered only by the
   chain until the next digest is recorded; and a digest row deleted together
   with the events it covers is invisible from inside the database, which is
   why operators keep the latest digest elsewhere too (see ``expect``).
 
-Verification streams the ledger in position order, a batch at a time. Memory
+Verification streams the ledger in the same order, a batch at a time. Memory
 holds the head (version, hash) of each stream that has not ended: a terminal
 event (SessionRevoked / SessionExpired) closes its stream, as does a
 SignInFailed (a stream of one event), and an event that
@@ -36,17 +40,19 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, cast, func, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.chain import GENESIS, event_hash
 from session_ledger.ledger.clock import Clock, utc
 from session_ledger.ledger.db import writer
 from session_ledger.ledger.digest_schema import ledger_digests
 from session_ledger.ledger.domain.errors import LedgerError
 from session_ledger.ledger.domain.events import SINGLE_EVENT_TYPES, TERMINAL_EVENT_TYPES
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.schema import events
 
 BATCH_SIZE = 5000
@@ -65,10 +71,17 @@ class Digest:
     digest: str
     prev_digest: str
     recorded_at: datetime | None = None
+    #: The transaction of the event at ``position``: with it, the mark covered.
+    xid: int = 0
+
+    @property
+    def mark(self) -> Mark:
+        return (self.xid, self.position)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "position": self.position,
+            "xid": self.xid,
             "eventCount": self.event_count,
             "digest": self.digest,
             "prevDigest": self.prev_digest,
@@ -77,8 +90,11 @@ class Digest:
 
     @property
     def token(self) -> str:
-        """``position:digest``: what an operator stores outside the database."""
-        return f"{self.position}:{self.digest}"
+        """``[xid:]position:digest``: what an operator stores outside the
+        database (the xid only when not 0: tokens of older digests keep
+        their form)."""
+        prefix = f"{self.xid}:" if self.xid else ""
+        return f"{prefix}{self.position}:{self.digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +156,22 @@ def digest_step(previous: str, position: int, hash_: str) -> str:
     return hashlib.sha256(f"{previous}\n{position}:{hash_}".encode()).hexdigest()
 
 
-def parse_expected(text: str) -> tuple[int, str]:
-    """``position:digest`` (as printed by ``Digest.token``) -> (position, digest)."""
-    position, sep, digest = text.strip().partition(":")
-    digest = digest.lower()
-    if not sep or not position.isdigit() or len(digest) != 64 or not _is_hex(digest):
+def parse_expected(text: str) -> tuple[Mark, str]:
+    """``[xid:]position:digest`` (as printed by ``Digest.token``) -> (mark, digest)."""
+    parts = text.strip().split(":")
+    digest = parts[-1].lower()
+    numbers = parts[:-1]
+    if (
+        len(numbers) not in (1, 2)
+        or not all(n.isdigit() for n in numbers)
+        or len(digest) != 64
+        or not _is_hex(digest)
+    ):
         raise DigestFormatError(
-            f"expected POSITION:DIGEST (a position and 64 hex digits), got {text!r}"
+            f"expected [XID:]POSITION:DIGEST (numbers and 64 hex digits), got {text!r}"
         )
-    return int(position), digest
+    xid = int(numbers[0]) if len(numbers) == 2 else 0
+    return (xid, int(numbers[-1])), digest
 
 
 def _is_hex(text: str) -> bool:
@@ -161,36 +184,39 @@ def _is_hex(text: str) -> bool:
 async def verify_ledger(
     engine: AsyncEngine,
     *,
-    expect: Sequence[tuple[int, str]] = (),
+    expect: Sequence[tuple[Mark, str]] = (),
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Check every stream's hash chain and every ledger digest.
 
-    ``expect``: (position, digest) pairs kept outside the database (the
+    ``expect``: (mark, digest) pairs kept outside the database (the
     operator's copy of digests); each must match the ledger as it is now.
-    ``progress`` is called with the position reached after each batch.
+    ``progress`` is called with the number of events checked after each batch.
     """
     report = VerifyReport()
     open_heads: dict[str, tuple[int, str]] = {}
     running, count = GENESIS, 0
     checks = _Checkpoints(engine, expect)
     await checks.start()
+    last: Mark = (0, 0)
     async for batch in _event_batches(engine, batch_size):
         for row in batch:
             position = row[0]
+            mark = (row[11], position)
             # Every checkpoint strictly before this event covers exactly the
             # events folded so far.
-            if checks.next_position < position:
-                await checks.until(position, running, count, report)
+            if checks.next_mark < mark:
+                await checks.until(mark, running, count, report)
             running = digest_step(running, position, row[10])
             count += 1
             _check_link(row, open_heads, report)
+            report.head = max(report.head, position)
         report.events_checked = count
-        report.head = batch[-1][0]
+        last = (batch[-1][11], batch[-1][0])
         if progress is not None:
-            progress(report.head)
-    await checks.rest(running, count, report)
+            progress(count)
+    await checks.rest(running, count, report, last)
     report.latest_digest = checks.latest
     return report
 
@@ -198,7 +224,7 @@ async def verify_ledger(
 def _check_link(
     row: _EventRow, open_heads: dict[str, tuple[int, str]], report: VerifyReport
 ) -> None:
-    position, stream_id, version, event_type, _, _, _, _, _, prev_hash, stored_hash = row
+    position, stream_id, version, event_type, _, _, _, _, _, prev_hash, stored_hash, _ = row
     messages: list[str] = []
     head = open_heads.get(stream_id)
     if version == 1:
@@ -236,7 +262,9 @@ def _hash_matches(row: _EventRow) -> bool:
     ledger.chain.event_hash decides. A fast match is therefore a match of the
     exact hash (short of a SHA-256 collision).
     """
-    _, stream_id, version, event_type, schema_version, data, meta, user_id, at, prev, stored = row
+    _, stream_id, version, event_type, schema_version, data, meta, user_id, at, prev, stored, _ = (
+        row
+    )
     try:
         body = orjson.dumps(
             {
@@ -270,9 +298,9 @@ def _hash_matches(row: _EventRow) -> bool:
 
 
 class _Checkpoints:
-    """Recorded digests and expected (external) digests, consumed in position order."""
+    """Recorded digests and expected (external) digests, consumed in mark order."""
 
-    def __init__(self, engine: AsyncEngine, expect: Sequence[tuple[int, str]]) -> None:
+    def __init__(self, engine: AsyncEngine, expect: Sequence[tuple[Mark, str]]) -> None:
         self._digests = _digest_rows(engine)
         self._next: Digest | None = None
         self._expect = sorted(expect)
@@ -283,29 +311,28 @@ class _Checkpoints:
         self._next = await anext(self._digests, None)
 
     @property
-    def next_position(self) -> float:
-        """Position of the next checkpoint to check (infinity: none left)."""
-        candidates = [float("inf")]
+    def next_mark(self) -> tuple[float, float]:
+        """Mark of the next checkpoint to check (infinity: none left)."""
+        candidates: list[tuple[float, float]] = [(float("inf"), 0)]
         if self._next is not None:
-            candidates.append(self._next.position)
+            candidates.append(self._next.mark)
         if self._expect:
             candidates.append(self._expect[0][0])
         return min(candidates)
 
-    async def until(self, position: int, running: str, count: int, report: VerifyReport) -> None:
-        while self._next is not None and self._next.position < position:
+    async def until(self, mark: Mark, running: str, count: int, report: VerifyReport) -> None:
+        while self._next is not None and self._next.mark < mark:
             self._check(self._next, running, count, report, beyond_head=False)
             self._next = await anext(self._digests, None)
-        while self._expect and self._expect[0][0] < position:
+        while self._expect and self._expect[0][0] < mark:
             self._check_expected(self._expect.pop(0), running, report, beyond_head=False)
 
-    async def rest(self, running: str, count: int, report: VerifyReport) -> None:
-        head = report.head
+    async def rest(self, running: str, count: int, report: VerifyReport, last: Mark) -> None:
         while self._next is not None:
-            self._check(self._next, running, count, report, beyond_head=self._next.position > head)
+            self._check(self._next, running, count, report, beyond_head=self._next.mark > last)
             self._next = await anext(self._digests, None)
         for expected in self._expect:
-            self._check_expected(expected, running, report, beyond_head=expected[0] > head)
+            self._check_expected(expected, running, report, beyond_head=expected[0] > last)
 
     def _check(
         self, d: Digest, running: str, count: int, report: VerifyReport, *, beyond_head: bool
@@ -333,9 +360,9 @@ class _Checkpoints:
         self._prev_digest = d.digest
 
     def _check_expected(
-        self, expected: tuple[int, str], running: str, report: VerifyReport, *, beyond_head: bool
+        self, expected: tuple[Mark, str], running: str, report: VerifyReport, *, beyond_head: bool
     ) -> None:
-        position, digest = expected
+        (_, position), digest = expected
         if beyond_head:
             report.add(
                 Problem(
@@ -356,8 +383,9 @@ class _Checkpoints:
 
 
 #: (position, stream_id, stream_version, type, schema_version, data JSON text,
-#: meta JSON text, user_id, recorded_at as chain.timestamp text, prev_hash, hash)
-_EventRow = tuple[int, str, int, str, int, str, str, str | None, str, str, str]
+#: meta JSON text, user_id, recorded_at as chain.timestamp text, prev_hash,
+#: hash, xid)
+_EventRow = tuple[int, str, int, str, int, str, str, str | None, str, str, str, int]
 
 
 def _row_columns(dialect: str) -> list[Any]:
@@ -384,30 +412,33 @@ def _row_columns(dialect: str) -> list[Any]:
         recorded,
         events.c.prev_hash,
         events.c.hash,
+        horizon.mark_column(pg=dialect == "postgresql"),
     ]
 
 
 async def _event_batches(engine: AsyncEngine, batch_size: int) -> AsyncIterator[list[_EventRow]]:
-    """The ledger in position order, by keyset pages (no long-lived cursor).
+    """The ledger in commit-safe order (everything committed: verify checks
+    what is there, above the horizon too), by keyset pages (no long-lived
+    cursor).
 
     The next page is fetched while the current one is checked: the database
     works while Python hashes."""
+    pg = horizon.postgres(engine)
     columns = _row_columns(engine.dialect.name)
 
-    async def fetch(after: int) -> list[_EventRow]:
-        query = (
-            select(*columns)
-            .where(events.c.position > after)
-            .order_by(events.c.position)
-            .limit(batch_size)
-        )
+    async def fetch(after: Mark) -> list[_EventRow]:
+        query = horizon.follow(select(*columns), after, pg=pg, safe=False).limit(batch_size)
         async with engine.connect() as conn:
             result = await conn.execute(query)
-            return [tuple(r) for r in result.tuples()]
+            return [(*r[:11], int(r[11])) for r in result.tuples()]
 
-    batch = await fetch(0)
+    batch = await fetch(horizon.ORIGIN)
     while batch:
-        upcoming = asyncio.ensure_future(fetch(batch[-1][0])) if len(batch) == batch_size else None
+        upcoming = (
+            asyncio.ensure_future(fetch((batch[-1][11], batch[-1][0])))
+            if len(batch) == batch_size
+            else None
+        )
         try:
             yield batch
         except BaseException:
@@ -418,12 +449,14 @@ async def _event_batches(engine: AsyncEngine, batch_size: int) -> AsyncIterator[
 
 
 async def _digest_rows(engine: AsyncEngine, batch_size: int = 1000) -> AsyncIterator[Digest]:
-    position = -1
+    """The recorded digests in mark order."""
+    d = ledger_digests.c
+    mark: Mark = (-1, -1)
     while True:
         query = (
             select(ledger_digests)
-            .where(ledger_digests.c.position > position)
-            .order_by(ledger_digests.c.position)
+            .where(tuple_(d.xid, d.position) > tuple_(literal(mark[0]), literal(mark[1])))
+            .order_by(d.xid, d.position)
             .limit(batch_size)
         )
         async with engine.connect() as conn:
@@ -432,7 +465,7 @@ async def _digest_rows(engine: AsyncEngine, batch_size: int = 1000) -> AsyncIter
             yield _digest_from_row(row)
         if len(rows) < batch_size:
             return
-        position = rows[-1].position
+        mark = (rows[-1].xid, rows[-1].position)
 
 
 def _digest_from_row(row: Any) -> Digest:
@@ -442,6 +475,7 @@ def _digest_from_row(row: Any) -> Digest:
         digest=row.digest,
         prev_digest=row.prev_digest,
         recorded_at=utc(row.recorded_at),
+        xid=int(row.xid),
     )
 
 
@@ -456,7 +490,9 @@ async def latest_digest(engine: AsyncEngine) -> Digest | None:
 async def _latest(conn: AsyncConnection) -> Digest | None:
     row = (
         await conn.execute(
-            select(ledger_digests).order_by(ledger_digests.c.position.desc()).limit(1)
+            select(ledger_digests)
+            .order_by(ledger_digests.c.xid.desc(), ledger_digests.c.position.desc())
+            .limit(1)
         )
     ).first()
     return None if row is None else _digest_from_row(row)
@@ -465,55 +501,52 @@ async def _latest(conn: AsyncConnection) -> Digest | None:
 async def record_digest(
     engine: AsyncEngine, clock: Clock, *, batch_size: int = BATCH_SIZE
 ) -> Digest | None:
-    """Record the digest of the ledger up to its head, if the head moved since
-    the latest digest; returns it (None: nothing new, or another worker won).
+    """Record the digest of the ledger up to the last event a follower can
+    read (ledger.horizon.head), if that moved since the latest digest;
+    returns it (None: nothing new, or another worker won).
 
     Incremental: folds only the events after the latest digest into it.
     """
     # A writer connection: on SQLite the digest is taken under the write lock
-    # (BEGIN IMMEDIATE), on PostgreSQL appends commit in position order (the
-    # store's advisory lock), so every position <= head is already visible
-    # and none can appear below it later.
+    # (BEGIN IMMEDIATE). On PostgreSQL the head is below the horizon, so
+    # every event up to it in commit-safe order is final: none can appear
+    # before it later, whatever commits meanwhile.
     async with writer(engine).connect() as conn:
+        pg = horizon.postgres(conn)
         try:
             async with conn.begin():
                 last = await _latest(conn)
-                head = int(
-                    await conn.scalar(select(func.coalesce(func.max(events.c.position), 0))) or 0
-                )
-                start = last.position if last else 0
+                head = await horizon.head_in(conn)
+                start = last.mark if last else horizon.ORIGIN
                 if head <= start:
                     # Nothing new; or the ledger shrank below the latest digest,
                     # which verify reports (recording would paper over it).
                     return None
                 running = last.digest if last else GENESIS
                 count = last.event_count if last else 0
-                position = start
-                while position < head:
-                    rows = (
-                        await conn.execute(
-                            select(events.c.position, events.c.hash)
-                            .where(events.c.position > position)
-                            .where(events.c.position <= head)
-                            .order_by(events.c.position)
-                            .limit(batch_size)
-                        )
-                    ).all()
+                mark = start
+                while mark < head:
+                    query = select(events.c.position, events.c.hash, horizon.mark_column(pg=pg))
+                    query = horizon.follow(query, mark, pg=pg, safe=False)
+                    query = query.where(horizon.up_to(head, pg=pg)).limit(batch_size)
+                    rows = (await conn.execute(query)).all()
                     if not rows:
                         break
                     for row in rows:
                         running = digest_step(running, row.position, row.hash)
                     count += len(rows)
-                    position = rows[-1].position
+                    mark = (int(rows[-1][2]), rows[-1].position)
                 digest = Digest(
-                    position=head,
+                    position=head[1],
                     event_count=count,
                     digest=running,
                     prev_digest=last.digest if last else GENESIS,
                     recorded_at=clock.now(),
+                    xid=head[0],
                 )
                 await conn.execute(
                     ledger_digests.insert().values(
+                        xid=digest.xid,
                         position=digest.position,
                         event_count=digest.event_count,
                         digest=digest.digest,

@@ -1,5 +1,6 @@
 """The event store: one append-only table, optimistic concurrency per stream,
-gap-free global order, a hash chain per stream.
+a hash chain per stream. Appends run in parallel on PostgreSQL; followers
+read in commit-safe order (ledger.horizon).
 
 The store validates, serialises and hashes, and owns the conflict and retry
 policy and the after-commit callbacks; a :class:`~ledger.recorder.Recorder`
@@ -210,13 +211,16 @@ class EventStore:
         return [_recorded(r) for r in await self._recorder.read_stream(stream_id, from_version)]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Events with position > ``after_position`` in global order (gap-free)."""
+        """Events with position > ``after_position`` in position order, as
+        committed so far: for display and for paging through a ledger no one
+        writes to. On PostgreSQL a later position may commit first, so a
+        reader *following* the ledger uses ledger.horizon instead."""
         return [_recorded(r) for r in await self._recorder.read_all(after_position, limit)]
 
     async def iter_all(
         self, after_position: int = 0, batch_size: int = 1000, up_to: int | None = None
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """Batches of events in global order, in bounded memory."""
+        """Batches of events in position order, in bounded memory (see read_all)."""
         position = after_position
         while True:
             batch = await self.read_all(position, batch_size)

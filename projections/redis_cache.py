@@ -5,7 +5,9 @@ Key layout (``P`` = ``settings.redis.prefix``, ``N`` = the live generation)::
     P{sl-meta}:gen               the live generation N (absent: 0)
     P{sl-meta}:prev              the previous generation, only during a switch
     P{sl-meta}:building          the generation a replay is building
-    PgN:checkpoint               last ledger position the runner applied to N
+    PgN:checkpoint               "<xid>:<position>", the last ledger mark the runner
+                                 applied to N (ledger.horizon; a bare position P
+                                 written before marks is the mark (0, P))
     PgN:t:<token hash>           "<session id>|<user id>" (a token never changes owner)
     PgN:{u:<user id>}:s:<sid>    "<version>|<SessionState JSON>", TTL = time to expiry
     PgN:{u:<user id>}:act        sorted set: active session ids, score = expires_at (ms)
@@ -49,6 +51,7 @@ from session_ledger.ledger.domain.events import (
     session_events,
 )
 from session_ledger.ledger.domain.state import SessionState, evolve
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.projections.redis_wire import WireConnection, wire_for
 from session_ledger.projections.state_codec import decode_state, encode_state
@@ -139,16 +142,23 @@ if not user then return {state} end
 return {state, user, redis.call('PTTL', KEYS[2])}
 """
 
-# KEYS[1] checkpoint. ARGV: new position. Only moves forward, and only while
-# the key exists: a missing checkpoint means Redis lost data (FLUSHDB,
-# restart, eviction) since the runner started, and it must rebuild (-1).
+# KEYS[1] checkpoint. ARGV: the new mark's xid and position. Only moves
+# forward in (xid, position) order (ledger.horizon), and only while the key
+# exists: a missing checkpoint means Redis lost data (FLUSHDB, restart,
+# eviction) since the runner started, and it must rebuild (-1). A bare
+# position (written before marks) is the mark (0, position).
 ADVANCE_CHECKPOINT = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
-if tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+local x, p = string.match(cur, '^(%d+):(%d+)$')
+if not x then x, p = 0, cur end
+x, p = tonumber(x), tonumber(p)
+local nx, np = tonumber(ARGV[1]), tonumber(ARGV[2])
+if x > nx or (x == nx and p >= np) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
 return 1
 """
+
 
 _SCRIPTS = {
     "session": PUT_SESSION,
@@ -160,6 +170,12 @@ _SCRIPTS = {
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_mark(raw: str) -> Mark:
+    """A stored checkpoint: ``"<xid>:<position>"``, or a bare position (0, P)."""
+    xid, colon, position = raw.partition(":")
+    return (int(xid), int(position)) if colon else (0, int(xid))
 
 
 # ------------------------------------------------------------------ keys
@@ -523,16 +539,17 @@ class RedisSessionCache:
 
     # -------------------------------------------------------- checkpoints
 
-    async def checkpoint(self, keys: Keys) -> int | None:
+    async def checkpoint(self, keys: Keys) -> Mark | None:
+        """The last mark applied to ``keys``' generation (None: missing)."""
         raw = await self._command("GET", keys.checkpoint)
-        return None if raw is None else int(raw)
+        return None if raw is None else parse_mark(_text(raw))
 
     async def init_checkpoint(self, keys: Keys) -> None:
-        await self.client.set(keys.checkpoint, 0, nx=True)
+        await self.client.set(keys.checkpoint, "0:0", nx=True)
 
-    async def advance_checkpoint(self, keys: Keys, position: int) -> int:
+    async def advance_checkpoint(self, keys: Keys, mark: Mark) -> int:
         """1 moved, 0 already there, -1 the checkpoint vanished (rebuild)."""
-        return int(await self._evalsha("checkpoint", 1, keys.checkpoint, position))
+        return int(await self._evalsha("checkpoint", 1, keys.checkpoint, mark[0], mark[1]))
 
     async def drop_namespace(self, keys: Keys, batch: int = 1000) -> int:
         """Delete every key of one generation (SCAN covers every cluster node)."""

@@ -1,25 +1,34 @@
 """Replay: rebuild a projection from position zero, beside the live one.
 
-Both rebuilds stream the ledger in batches (bounded memory), build a shadow
-copy while the live projection keeps serving, and switch atomically at the
-end; both are resumable (a checkpoint is stored with every batch), so a
+Both rebuilds stream the ledger in batches (bounded memory) in commit-safe
+order (ledger.horizon: below the oldest running transaction, in (xid,
+position) order), build a shadow copy while the live projection keeps
+serving, and switch atomically at the end; both are resumable (a checkpoint,
+the mark of the last event applied, is stored with every batch), so a
 replay killed half-way finishes correctly when run again.
+
+The final catch-up runs under a table lock that waits for every append in
+flight and keeps new ones out: nothing writes to the ledger then, so it
+reads everything committed after its mark *without* the horizon (which an
+unrelated long transaction may hold back, and the switch must not leave
+committed events behind).
 
 SQL table
     Shadow tables ``sessions__shadow`` / ``session_retired_tokens__shadow``
     (created from the live tables' metadata) are filled batch by batch, each
     batch committed together with its checkpoint in ``projection_checkpoints``.
-    The swap runs in one transaction holding the append lock: it applies the
+    The swap runs in one transaction holding the table lock: it applies the
     events appended meanwhile, drops the live tables and renames the shadows.
     Appends wait for that transaction and then write the new table; SQL
     readers see the old table until the commit, the new one after.
 
 Redis
     A new generation (key namespace ``<prefix>g<N>:``) is filled while the
-    live one serves; the switch, under the append lock, applies the tail and
-    flips the ``gen`` pointer. Writers keep writing the previous generation
-    for DUAL_WRITE_SECONDS (readers cache the pointer for less), then it is
-    deleted.
+    live one serves; the switch, under the table lock, applies the tail and
+    flips the ``gen`` pointer; the new generation's checkpoint is then the
+    horizon seen under the lock (ledger.horizon.final_mark). Writers keep
+    writing the previous generation for DUAL_WRITE_SECONDS (readers cache the
+    pointer for less), then it is deleted.
 """
 
 from __future__ import annotations
@@ -50,9 +59,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import Clock, SystemClock
 from session_ledger.ledger.db import is_sqlite, writer
 from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize_json
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import EventStore
@@ -72,7 +83,7 @@ DEFAULT_BATCH = 10_000
 #: buffered with their replies): smaller batches keep its peak memory flat
 #: as the ledger grows (figures in bench/README.md, bench.replay).
 DEFAULT_REDIS_BATCH = 5_000
-#: Below this many events left, the rebuild takes the append lock and switches.
+#: Below this many events left, the rebuild takes the table lock and switches.
 FINAL_TAIL = 2000
 
 
@@ -148,23 +159,23 @@ async def _table_exists(conn: AsyncConnection, name: str) -> bool:
     return await conn.run_sync(check)
 
 
-async def _get_checkpoint(conn: AsyncConnection, name: str) -> int | None:
-    value = await conn.scalar(
-        select(projection_checkpoints.c.position).where(projection_checkpoints.c.name == name)
-    )
-    return None if value is None else int(value)
+async def _get_checkpoint(conn: AsyncConnection, name: str) -> Mark | None:
+    c = projection_checkpoints.c
+    row = (await conn.execute(select(c.xid, c.position).where(c.name == name))).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
-async def _set_checkpoint(conn: AsyncConnection, name: str, position: int, clock: Clock) -> None:
-    row = {"name": name, "position": position, "updated_at": clock.now()}
+async def _set_checkpoint(conn: AsyncConnection, name: str, mark: Mark, clock: Clock) -> None:
+    xid, position = mark
+    row = {"name": name, "xid": xid, "position": position, "updated_at": clock.now()}
     recorder = recorder_for(conn.engine)
     await recorder.write_in(conn, [Insert(projection_checkpoints, [row], on_conflict="update")])
 
 
-async def _count(engine: AsyncEngine, after: int = 0, up_to: int | None = None) -> int:
-    query = select(func.count()).select_from(events_table).where(events_table.c.position > after)
+async def _count(engine: AsyncEngine, up_to: Mark | None = None) -> int:
+    query = select(func.count()).select_from(events_table)
     if up_to is not None:
-        query = query.where(events_table.c.position <= up_to)
+        query = query.where(horizon.up_to(up_to, pg=horizon.postgres(engine)))
     async with engine.connect() as conn:
         return int(await conn.scalar(query) or 0)
 
@@ -172,12 +183,17 @@ async def _count(engine: AsyncEngine, after: int = 0, up_to: int | None = None) 
 _NO_META = EventMetadata()
 
 
-async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[RecordedEvent]:
-    """Like EventStore.read_all, reading only what projections use: the
-    metadata and hash columns are left out (the JSON decoding and model
-    validation of the metadata cost as much as the event itself)."""
+async def read_batch(
+    engine: AsyncEngine, after: Mark, limit: int, *, safe: bool = True
+) -> tuple[list[RecordedEvent], Mark]:
+    """Like ledger.horizon.read (``safe=False``: without the horizon, see
+    the module docstring), reading only what projections use: the metadata
+    and hash columns are left out (the JSON decoding and model validation
+    of the metadata cost as much as the event itself). Returns the events
+    and the mark of the last one (``after`` when there is none)."""
     t = events_table.c
-    query = (
+    pg = horizon.postgres(engine)
+    query = horizon.follow(
         # The payload as stored text: deserialize_json parses and validates it
         # in one pass (replay's largest cost was decoding events).
         select(
@@ -187,13 +203,15 @@ async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[Record
             t.type,
             t.schema_version,
             cast(t.data, Text),
-        )
-        .where(t.position > after)
-        .order_by(t.position)
-        .limit(limit)
-    )
+            horizon.mark_column(pg=pg),
+        ),
+        after,
+        pg=pg,
+        safe=safe,
+    ).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
+    last = (int(rows[-1][6]), int(rows[-1][0])) if rows else after
     return [
         RecordedEvent(
             position=row[0],
@@ -207,20 +225,16 @@ async def read_batch(engine: AsyncEngine, after: int, limit: int) -> list[Record
             hash="",
         )
         for row in rows
-    ]
+    ], last
 
 
 async def _lock_appends(conn: AsyncConnection) -> None:
     # SQLite: the writer connection's BEGIN IMMEDIATE already holds the only
     # write lock. PostgreSQL: EXCLUSIVE on the events table waits for every
     # append in flight to end and keeps new ones out until we commit;
-    # readers go on. Not the appends' advisory lock: an append of new
-    # streams is one statement (ledger.writes) that locks the projection
-    # tables it writes when it is parsed, before it takes the advisory lock,
-    # and the swap below needs those tables exclusively; waiting on the
-    # advisory lock here would deadlock with it. Every append locks
-    # ledger_events first (its first statement, or the first table of its
-    # one statement), so it never holds a projection table while it waits.
+    # readers go on. Every append locks ledger_events first (its first
+    # statement, or the first table of its one statement, ledger.writes),
+    # so it never holds a projection table the swap needs while it waits.
     if conn.dialect.name == "postgresql":
         await conn.execute(text(f"LOCK TABLE {events_table.name} IN EXCLUSIVE MODE"))
 
@@ -253,30 +267,30 @@ async def replay_table(
     write = writer(engine)
 
     async with write.begin() as conn:
-        position = await _get_checkpoint(conn, TABLE_CHECKPOINT)
-        if position is None or not await _table_exists(conn, shadow_sessions.name):
+        mark = await _get_checkpoint(conn, TABLE_CHECKPOINT)
+        if mark is None or not await _table_exists(conn, shadow_sessions.name):
             # Fresh start (or leftovers without a checkpoint): new empty shadows.
             await conn.run_sync(shadow_md.drop_all)
             await conn.run_sync(shadow_md.create_all)
-            position = 0
-            await _set_checkpoint(conn, TABLE_CHECKPOINT, 0, clock)
-    resumed_from = position
-    progress.start(await _count(engine), await _count(engine, up_to=position))
+            mark = horizon.ORIGIN
+            await _set_checkpoint(conn, TABLE_CHECKPOINT, mark, clock)
+    resumed_from = mark[1]
+    progress.start(await _count(engine), await _count(engine, up_to=mark))
 
     applied, number = 0, 0
     # Read the next batch while the current one is applied: the database
     # works on one while Python folds the other.
-    reading = asyncio.create_task(read_batch(engine, position, batch_size))
+    reading = asyncio.create_task(read_batch(engine, mark, batch_size))
     try:
         while True:
-            batch = await reading
+            batch, last = await reading
             if len(batch) < min(batch_size, FINAL_TAIL):
-                break  # small tail: finish under the append lock
-            reading = asyncio.create_task(read_batch(engine, batch[-1].position, batch_size))
+                break  # small tail: finish under the table lock
+            reading = asyncio.create_task(read_batch(engine, last, batch_size))
             async with write.begin() as conn:
                 await recorder.project_in(conn, [projection], batch)
-                position = batch[-1].position
-                await _set_checkpoint(conn, TABLE_CHECKPOINT, position, clock)
+                mark = last
+                await _set_checkpoint(conn, TABLE_CHECKPOINT, mark, clock)
             applied += len(batch)
             number += 1
             progress.advance(len(batch))
@@ -289,16 +303,20 @@ async def replay_table(
 
     async with write.begin() as conn:
         await _lock_appends(conn)
-        while batch := await read_batch(engine, position, batch_size):
+        # Nothing writes now: everything committed after the mark, horizon or not.
+        while True:
+            batch, last = await read_batch(engine, mark, batch_size, safe=False)
+            if not batch:
+                break
             await recorder.project_in(conn, [projection], batch)
-            position = batch[-1].position
+            mark = last
             applied += len(batch)
             progress.advance(len(batch))
         await _swap(conn, [(sessions, shadow_sessions), (retired_tokens, shadow_retired)])
         await conn.execute(
             delete(projection_checkpoints).where(projection_checkpoints.c.name == TABLE_CHECKPOINT)
         )
-    return ReplayResult("table", applied, resumed_from, position)
+    return ReplayResult("table", applied, resumed_from, mark[1])
 
 
 async def _swap(conn: AsyncConnection, pairs: list[tuple[Table, Table]]) -> None:
@@ -346,29 +364,30 @@ async def replay_redis(
     live, _ = await cache.generations()
     building = await client.get(cache.meta("building"))
     keys: Keys
+    mark: Mark | None
     if building is not None and int(building) > live:
         keys = cache.keys(int(building))
-        position = await cache.checkpoint(keys)
+        mark = await cache.checkpoint(keys)
     else:
-        keys, position = cache.keys(live + 1), None
-    if position is None:
+        keys, mark = cache.keys(live + 1), None
+    if mark is None:
         # New generation, or one whose checkpoint was lost: start it clean.
         await cache.drop_namespace(keys)
         await cache.init_checkpoint(keys)
         await client.set(cache.meta("building"), keys.generation)
-        position = 0
-    resumed_from = position
-    progress.start(await _count(engine), await _count(engine, up_to=position))
+        mark = horizon.ORIGIN
+    resumed_from = mark[1]
+    progress.start(await _count(engine), await _count(engine, up_to=mark))
 
     applied, number = 0, 0
     while True:
-        batch = await read_batch(engine, position, batch_size)
+        batch, last = await read_batch(engine, mark, batch_size)
         if len(batch) < min(batch_size, FINAL_TAIL):
             break
         await projection.apply(batch, [keys])
-        if await cache.advance_checkpoint(keys, batch[-1].position) < 0:
+        if await cache.advance_checkpoint(keys, last) < 0:
             raise RuntimeError("Redis lost the replay's checkpoint (FLUSHDB?): run replay again")
-        position = batch[-1].position
+        mark = last
         applied += len(batch)
         number += 1
         progress.advance(len(batch))
@@ -376,13 +395,19 @@ async def replay_redis(
 
     async with writer(engine).begin() as conn:
         await _lock_appends(conn)
-        # No append can commit now: the tail we read is the whole ledger.
-        while batch := await read_batch(engine, position, batch_size):
+        # No append can commit now: what is committed after the mark is the
+        # whole rest of the ledger, read without the horizon (see the module
+        # docstring); the runner goes on from the horizon seen now.
+        h = await horizon.horizon(conn)
+        while True:
+            batch, last = await read_batch(engine, mark, batch_size, safe=False)
+            if not batch:
+                break
             await projection.apply(batch, [keys])
-            position = batch[-1].position
+            mark = last
             applied += len(batch)
             progress.advance(len(batch))
-        await cache.advance_checkpoint(keys, position)
+        await cache.advance_checkpoint(keys, horizon.final_mark(h, mark))
         await cache.switch_generation(keys.generation)
         await client.delete(cache.meta("building"))
     if drop_old and live != keys.generation:
@@ -390,7 +415,7 @@ async def replay_redis(
         # receiving writes for dual_write_seconds, then it goes.
         await asyncio.sleep(cache.dual_write_seconds)
         await cache.drop_namespace(cache.keys(live))
-    return ReplayResult("redis", applied, resumed_from, position)
+    return ReplayResult("redis", applied, resumed_from, mark[1])
 
 
 # ------------------------------------------------------------- progress

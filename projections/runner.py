@@ -1,17 +1,21 @@
 """The checkpointed runner: keeps the Redis cache caught up with the ledger.
 
 The after-commit hook writes the cache right after each append; this runner
-is the safety net. It reads the ledger with the gap-free ``read_all`` from the
-checkpoint stored in Redis, applies each batch (idempotent, version-checked
-writes) and moves the checkpoint forward. A missing checkpoint (first start,
-FLUSHDB, a Redis restart without persistence, eviction) means the cache may
-have lost anything: the runner rebuilds it from position zero.
+is the safety net. It reads the ledger in commit-safe order
+(:mod:`ledger.horizon`) from the checkpoint stored in Redis (a mark: xid and
+position), applies each batch (idempotent, version-checked writes) and moves
+the checkpoint forward. A missing checkpoint (first start, FLUSHDB, a Redis
+restart without persistence, eviction) means the cache may have lost
+anything: the runner rebuilds it from the start.
 
-``run_forever`` wakes on PostgreSQL ``NOTIFY ledger_events`` (sent by
-:class:`NotifyOnAppend` inside the append transaction, so delivered exactly
-when the events become visible) and polls as a fallback (SQLite, or the
-listening connection lost). The same notifications tell every service
-process which sessions changed (:mod:`projections.freshness`).
+``run_forever`` wakes on PostgreSQL ``NOTIFY ledger_events`` and polls as a
+fallback (SQLite, the listening connection lost, a wake-up lost). The
+notification is only a wake-up: each writer sends it right after its commit
+(:class:`NotifyAfterCommit`, not inside the transaction, where PostgreSQL's
+notification queue lock would serialise every commit), and the runner reads
+the ledger itself. Losing one (a writer that dies between its commit and
+its NOTIFY) costs a poll interval, never an event. Every service process's
+change feed wakes on the same notifications (:mod:`api.revocations`).
 """
 
 from __future__ import annotations
@@ -24,57 +28,76 @@ from collections.abc import Sequence
 import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.ledger import horizon
+from session_ledger.ledger.db import fetch_standalone
+from session_ledger.ledger.domain.events import RecordedEvent
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.store import EventStore
-from session_ledger.ledger.writes import FromEvents, Notify, PositionOf, Projected, Rows, Write
-from session_ledger.projections.redis_cache import Keys, RedisCacheProjection
+from session_ledger.projections.redis_cache import Keys, RateLimitedWarning, RedisCacheProjection
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "ledger_events"
 
 
-#: Sessions per notification: a payload must stay under 8000 bytes.
-NOTIFY_STREAMS = 150
+class NotifyAfterCommit:
+    """EventStore.after_commit hook (PostgreSQL): ``NOTIFY ledger_events``
+    once the append has committed, to wake the runner and every process's
+    change feed (api.revocations), which then read the ledger themselves.
 
+    Not inside the append transaction: PostgreSQL queues notifications in
+    commit order under one cluster-wide lock, held by a notifying
+    transaction from before its commit record to its end, fsync included, so
+    a NOTIFY in every append serialises every commit as a global lock would
+    (``bench/README.md``, "appends in parallel"). A NOTIFY of its own writes
+    no WAL before its commit and so waits for no fsync under that lock.
 
-class NotifyOnAppend(FromEvents):
-    """Inline projection (runs in the append transaction) that sends
-    ``NOTIFY <channel>, '<last position> <session>:<version>,...'`` (one
-    per NOTIFY_STREAMS sessions, each with the last position of its own
-    events). PostgreSQL delivers it only when the transaction commits, never
-    for a rolled-back append. The runner only wakes on it; service processes
-    read the changes (projections.freshness.parse_changes)."""
+    Sent in the background, at most one at a time per process: appends that
+    commit while one is on its way are covered by the next (a wake-up says
+    "read the ledger", not what to read). Losing one (the process dies
+    between a commit and its NOTIFY, the connection fails) costs the
+    readers a poll interval, never an event."""
 
-    def __init__(self, channel: str = CHANNEL) -> None:
+    def __init__(self, engine: AsyncEngine, channel: str = CHANNEL) -> None:
+        self.engine = engine
         self.channel = channel
+        self.sent = 0
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+        self._warnings = RateLimitedWarning(log, 30.0)
+        self._newest = 0
 
-    def writes(self, events: Sequence[Projected], prior: Rows, *, locked: bool) -> list[Write]:
-        """``events`` are in the order positions are drawn, so a chunk's
-        last event gets its highest."""
-        notes: list[Write] = []
-        for last, suffix in _chunks(events):
-            position = last.position
-            payload = position if isinstance(position, PositionOf) else str(position)
-            notes.append(Notify(self.channel, payload, suffix))
-        return notes
+    async def __call__(self, recorded: Sequence[RecordedEvent]) -> None:
+        if not recorded:
+            return
+        self._newest = max(self._newest, recorded[-1].position)
+        self._pending = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._send())
 
+    async def _send(self) -> None:
+        while self._pending:
+            self._pending = False
+            try:
+                await fetch_standalone(
+                    self.engine, "SELECT pg_notify($1, $2)", (self.channel, str(self._newest))
+                )
+                self.sent += 1
+            except Exception as exc:  # a wake-up: the readers poll as well
+                self._warnings.warn(
+                    "NOTIFY %s after commit failed (%s: %s); readers will poll",
+                    self.channel,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
 
-def _chunks(events: Sequence[Projected]) -> list[tuple[Projected, str]]:
-    """(the chunk's last event, ``" sid:version,..."``) per NOTIFY_STREAMS
-    sessions. ``events`` are in position order (or, pending, in the order
-    positions are drawn), so a session's last event is its newest."""
-    last: dict[str, int] = {}
-    for i, e in enumerate(events):
-        last[e.stream_id] = i
-    sids = list(last)
-    chunks = []
-    for start in range(0, len(sids), NOTIFY_STREAMS):
-        part = sids[start : start + NOTIFY_STREAMS]
-        newest = events[max(last[sid] for sid in part)]
-        pairs = ",".join(f"{sid}:{events[last[sid]].stream_version}" for sid in part)
-        chunks.append((newest, f" {pairs}"))
-    return chunks
+    async def flush(self) -> None:
+        """Wait for the wake-up in flight, if any (tests, shutdown)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class ProjectionRunner:
@@ -99,39 +122,39 @@ class ProjectionRunner:
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
 
-    async def checkpoint(self) -> int | None:
-        """The last position applied to the live generation (None: not built)."""
+    async def checkpoint(self) -> Mark | None:
+        """The last mark applied to the live generation (None: not built)."""
         return await self.cache.checkpoint((await self.cache.write_keys())[0])
 
     async def run_once(self) -> int:
-        """Apply every event past the checkpoint; returns how many were applied."""
+        """Apply every event past the checkpoint that is below the horizon;
+        returns how many were applied."""
         keys = (await self.cache.write_keys())[0]
-        position = await self.cache.checkpoint(keys)
-        if position is None:
-            position = await self._start_rebuild(keys)
+        mark = await self.cache.checkpoint(keys)
+        if mark is None:
+            mark = await self._start_rebuild(keys)
         applied = 0
         while True:
-            batch = await self.store.read_all(position, self.batch_size)
-            if not batch:
+            batch = await horizon.read(self.store.engine, mark, self.batch_size)
+            if batch.last is None:
                 break
-            await self.projection.apply_latest(batch)
-            last = batch[-1].position
-            if await self.cache.advance_checkpoint(keys, last) < 0:
+            await self.projection.apply_latest(batch.events)
+            if await self.cache.advance_checkpoint(keys, batch.last) < 0:
                 # The checkpoint vanished while we were writing: Redis lost
                 # data (FLUSHDB / restart) after we read it. Start over.
-                position = await self._start_rebuild(keys)
+                mark = await self._start_rebuild(keys)
                 continue
-            position = last
+            mark = batch.last
             applied += len(batch)
             if len(batch) < self.batch_size:
                 break
         return applied
 
-    async def _start_rebuild(self, keys: Keys) -> int:
+    async def _start_rebuild(self, keys: Keys) -> Mark:
         self.rebuilds += 1
-        log.warning("redis cache checkpoint missing in %s: rebuilding from position 0", keys.ns)
+        log.warning("redis cache checkpoint missing in %s: rebuilding from the start", keys.ns)
         await self.cache.init_checkpoint(keys)
-        return 0
+        return horizon.ORIGIN
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Catch up, then wait for a notification (or the poll interval), forever."""

@@ -67,13 +67,15 @@ retired_tokens = Table(
     Column("session_id", String(64), nullable=False, index=True),
 )
 
-#: Progress of resumable projection rebuilds (replay): the last ledger
-#: position applied to the shadow copy named ``name``. Written in the same
-#: transaction as the rows it covers, so a killed replay resumes exactly there.
+#: Progress of resumable projection rebuilds (replay): the mark (xid,
+#: position; ledger.horizon) of the last event applied to the shadow copy
+#: named ``name``. Written in the same transaction as the rows it covers, so
+#: a killed replay resumes exactly there.
 projection_checkpoints = Table(
     "projection_checkpoints",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
+    Column("xid", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

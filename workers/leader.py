@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 
 from session_ledger.workers.logging import get_logger
 
-#: Advisory lock key of the expiry / maintenance leader (distinct from the
-#: store's APPEND_LOCK_KEY; both share PostgreSQL's bigint key space).
+#: Advisory lock key of the expiry / maintenance leader (PostgreSQL's
+#: advisory locks share one bigint key space).
 MAINTENANCE_LOCK_KEY = 0x5E55_E0E1
 #: Advisory lock key of the projector leader (the Redis cache catch-up).
 PROJECTOR_LOCK_KEY = 0x5E55_E0E2

@@ -58,6 +58,18 @@ class WorkerMetrics:
             ["projection"],
             registry=self.registry,
         )
+        self.horizon_held_back = Gauge(
+            "session_ledger_ledger_horizon_held_back_events",
+            "Committed events above the horizon (ledger.horizon): followers cannot "
+            "read them until the transactions below finish.",
+            registry=self.registry,
+        )
+        self.oldest_transaction_seconds = Gauge(
+            "session_ledger_ledger_oldest_transaction_seconds",
+            "Age of the oldest transaction of the database holding a transaction id "
+            "(what the horizon waits for); 0 when none.",
+            registry=self.registry,
+        )
         self.job_last_success = Gauge(
             "session_ledger_job_last_success_timestamp_seconds",
             "Unix time of the job's last successful run in this process.",

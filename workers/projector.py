@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import Clock
 from session_ledger.ledger.config import Settings
 from session_ledger.ledger.store import EventStore
@@ -33,9 +34,11 @@ from session_ledger.workers.leader import Leadership
 from session_ledger.workers.logging import get_logger
 from session_ledger.workers.metrics import WorkerMetrics
 
-#: The channel the ledger NOTIFYs in every append transaction (NotifyOnAppend).
+#: The channel every writer NOTIFYs after its commits (NotifyAfterCommit).
 DEFAULT_CHANNEL = CHANNEL
 LISTEN_TIMEOUT = 5.0
+#: Lag is counted up to this many events (the count costs as much as it finds).
+LAG_COUNT_LIMIT = 100_000
 
 
 class CatchUpRunner(Protocol):
@@ -46,7 +49,7 @@ class CatchUpRunner(Protocol):
         ...
 
 
-#: The last position a projection applied (a coroutine function is fine too).
+#: The last mark a projection applied (a coroutine function is fine too).
 Checkpoint = Callable[[], Any]
 
 
@@ -148,7 +151,7 @@ class ProjectorWorker:
         leader: Leadership | None = None,
     ) -> None:
         """``runners``: (name, runner, checkpoint) where ``checkpoint()`` returns
-        (or awaits to) the last position the projection applied. With a
+        (or awaits to) the last mark the projection applied (ledger.horizon). With a
         ``leader``, only the process holding it catches up; the others stand
         by and take over within a poll interval when it dies."""
         self.runners = list(runners)
@@ -162,6 +165,7 @@ class ProjectorWorker:
         self.backoff = backoff or Backoff()
         self.leader = leader
         self.lag: dict[str, tuple[int, float]] = {}
+        self.horizon_lag: horizon.Lag | None = None
         self._log = get_logger("workers.projector")
 
     async def catch_up(self) -> dict[str, Any]:
@@ -185,25 +189,30 @@ class ProjectorWorker:
         }
 
     async def measure_lag(self) -> dict[str, tuple[int, float]]:
-        """Per projection: (events behind the ledger head, age in seconds of
-        the oldest event not applied yet)."""
-        head = await self.store.head()
+        """Per projection: (events committed after its checkpoint, counted up
+        to LAG_COUNT_LIMIT; age in seconds of the oldest of them), and the
+        horizon's own lag (ledger.horizon.lag)."""
+        engine = self.store.engine
         now = self.clock.now()
         for name, _runner, checkpoint in self.runners:
-            position = checkpoint()
-            if asyncio.iscoroutine(position):
-                position = await position
-            position = int(position or 0)
-            events = max(0, head - position)
+            mark = checkpoint()
+            if asyncio.iscoroutine(mark):
+                mark = await mark
+            mark = mark or horizon.ORIGIN
+            events = await horizon.count_after(engine, mark, LAG_COUNT_LIMIT)
             seconds = 0.0
             if events:
-                oldest = await self.store.read_all(position, limit=1)
-                if oldest:
-                    seconds = max(0.0, _seconds(now, oldest[0].recorded_at))
+                oldest = await horizon.read(engine, mark, 1, safe=False)
+                if oldest.events:
+                    seconds = max(0.0, _seconds(now, oldest.events[0].recorded_at))
             self.lag[name] = (events, seconds)
             if self.metrics is not None:
                 self.metrics.projection_lag_events.labels(projection=name).set(events)
                 self.metrics.projection_lag_seconds.labels(projection=name).set(seconds)
+        self.horizon_lag = await horizon.lag(engine)
+        if self.metrics is not None:
+            self.metrics.horizon_held_back.set(self.horizon_lag.held_back)
+            self.metrics.oldest_transaction_seconds.set(self.horizon_lag.oldest_xact_seconds)
         return dict(self.lag)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -276,11 +285,12 @@ def redis_projector(
 ) -> ProjectorWorker:
     """The projection worker over the Redis cache's runner (api.bootstrap builds it)."""
 
-    async def checkpoint() -> int:
-        # The live namespace's checkpoint; missing (Redis lost it) counts as 0:
-        # the whole ledger is behind until the runner has rebuilt the cache.
+    async def checkpoint() -> horizon.Mark:
+        # The live namespace's checkpoint; missing (Redis lost it) counts as
+        # the start: the whole ledger is behind until the runner has rebuilt
+        # the cache.
         keys = (await runner.cache.write_keys())[0]
-        return await runner.cache.checkpoint(keys) or 0
+        return await runner.cache.checkpoint(keys) or horizon.ORIGIN
 
     listener = LedgerListener(settings.database_url) if settings.is_postgres else None
     return ProjectorWorker(

@@ -572,7 +572,7 @@ def digest(
     ] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Print the latest ledger digest as POSITION:DIGEST (keep it outside the database).
+    """Print the latest ledger digest as [XID:]POSITION:DIGEST (keep it outside the database).
 
     Exit code 1 when none is recorded yet.
     """
@@ -633,8 +633,8 @@ async def check_ledger(
         progress = None
         if err.is_terminal and not as_json:
 
-            def progress(position: int) -> None:
-                err.print(f"verified up to position {position}…", end="\r", highlight=False)
+            def progress(events: int) -> None:
+                err.print(f"verified {events} events…", end="\r", highlight=False)
 
         report = await verify_ledger(engine, expect=expected, progress=progress)
     finally:
@@ -675,8 +675,8 @@ def verify_ledger_command(
         list[str] | None,
         typer.Option(
             "--expect",
-            metavar="POSITION:DIGEST",
-            help="POSITION:DIGEST kept outside the database (repeatable); must still match.",
+            metavar="[XID:]POSITION:DIGEST",
+            help="[XID:]POSITION:DIGEST kept outside the database (repeatable); must still match.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,

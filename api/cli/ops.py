@@ -35,6 +35,7 @@ def status(database_url: DatabaseOption = None) -> None:
 
         from session_ledger.api.bootstrap import build
         from session_ledger.api.cli.worker import worker_health
+        from session_ledger.ledger import horizon
         from session_ledger.ledger.domain.errors import LedgerError
         from session_ledger.migrations import current_revision, head_revision
         from session_ledger.projections.schema import sessions
@@ -50,6 +51,14 @@ def status(database_url: DatabaseOption = None) -> None:
                 console.print(table)
                 raise LedgerError("database not migrated: run `session-ledger migrate`")
             table.add_row("ledger head", str(await container.store.head()))
+            lag = await horizon.lag(engine)
+            if lag.horizon is not None:
+                # What followers (the runner, replay, digests) wait for.
+                table.add_row(
+                    "horizon",
+                    f"{lag.held_back} events held back; oldest transaction "
+                    f"{lag.oldest_xact_seconds:.1f} s",
+                )
             for event_type, count in sorted((await container.store.count_by_type()).items()):
                 table.add_row(f"  {event_type}", str(count))
             async with engine.connect() as conn:

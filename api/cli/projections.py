@@ -146,8 +146,8 @@ def verify(
         list[str] | None,
         typer.Option(
             "--expect",
-            help="With --ledger: POSITION:DIGEST kept outside the database (repeatable).",
-            metavar="POSITION:DIGEST",
+            help="With --ledger: [XID:]POSITION:DIGEST kept outside the database (repeatable).",
+            metavar="[XID:]POSITION:DIGEST",
         ),
     ] = None,
     database_url: DatabaseOption = None,

@@ -170,16 +170,29 @@ def scaling_chart(directory: Path) -> Path | None:
         return None
     data = json.loads(source.read_text())
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(8, 4.5))
-    for name, rates in data["series"].items():
+    # Left: the rates; right: ours / raw of the same run (runs on a shared
+    # machine compare by their ratios, not by their rates).
+    fig, (axis, ratios) = plt.subplots(1, 2, figsize=(13, 5))
+    series: dict[str, list[float]] = data["series"]
+    for name, rates in series.items():
         axis.plot(data["writers"], rates, marker="o", label=name)
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(data["writers"], [str(w) for w in data["writers"]])
-    axis.set_xlabel("concurrent writers")
+        raw = series.get(name.replace(" · session-ledger (", " · raw INSERT ("))
+        if raw is not None and raw is not rates:
+            ratio = [ours / other if other else 0.0 for ours, other in zip(rates, raw, strict=True)]
+            ratios.plot(
+                data["writers"], ratio, marker="o", label=name.replace(" · session-ledger", "")
+            )
+    for ax in (axis, ratios):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(data["writers"], [str(w) for w in data["writers"]])
+        ax.set_xlabel("concurrent writers")
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7)
     axis.set_ylabel(f"{data.get('operation', 'operations')} per second")
-    axis.grid(alpha=0.25)
-    axis.legend(fontsize=8)
     axis.set_title(f"Scaling with concurrent writers ({str(data.get('started', ''))[:10]})")
+    ratios.set_ylabel("session-ledger / raw INSERT")
+    ratios.set_ylim(bottom=0)
+    ratios.set_title("Ratio to raw INSERTs with the same writers")
     fig.tight_layout()
     path = directory / "scaling.png"
     fig.savefig(path, dpi=80)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bench.peers.harness import Contender
 from bench.peers.workload import FIELDS, IP, USER_AGENT, Backends, redis_url
 from session_ledger.api.bootstrap import Container, build
+from session_ledger.ledger import horizon
 from session_ledger.ledger.config import load_settings
 from session_ledger.ledger.domain.events import Fields
 from session_ledger.ledger.domain.state import fold
@@ -41,7 +42,7 @@ class Ours:
             # and the runner's first pass gives the checkpoint that vouches
             # for the rest (projections.freshness): the Redis path is used.
             await container.runner.run_once()
-            container.freshness.connected(await container.store.head())
+            container.freshness.connected(await horizon.head(container.engine))
         users = container.ledger.users
         assert users is not None
         created = await users.create_user("bench@example.com", BENCH_PASSWORD)  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 """The PostgreSQL recorder (asyncpg): every append one statement, projection
-writes riding along as data-modifying CTEs, on held connections."""
+writes riding along as data-modifying CTEs, on held connections; appends run
+in parallel (see _INSERT and ledger.horizon)."""
 
 from __future__ import annotations
 
@@ -27,33 +28,22 @@ from session_ledger.ledger.recorders.sql import (
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.writes import Notify, PositionOf, Write
 
-#: Key of the PostgreSQL advisory lock that serialises appends (see _LOCK).
-APPEND_LOCK_KEY = 0x5E55_1011
 _COLUMNS = (
     "stream_id, stream_version, type, schema_version, data, meta, user_id, "
     "recorded_at, prev_hash, hash"
 )
-#: Serialises appends so that positions are handed out in commit order. A
-#: sequence alone hands out positions at INSERT time, and transactions commit
-#: in any order: a reader that has seen position 12 committed would never
-#: look back for an 11 that commits a moment later. The transaction-scoped
-#: advisory lock is taken by this uncorrelated EXISTS, which PostgreSQL
-#: evaluates once as an InitPlan before the first row is produced, so before
-#: any position is drawn from the identity sequence; it is released only
-#: after COMMIT has made the rows visible, so the next appender's positions
-#: are all higher than every visible one. Taking it inside the INSERT saves
-#: a round trip over a separate SELECT. The INSERT's snapshot predates the
-#: lock, which is harmless: it reads nothing (the unique index checks the
-#: latest rows whatever the snapshot). Cost: appends do not run in parallel
-#: (bench.concurrency); reads are unaffected.
-_LOCK = f"WHERE EXISTS (SELECT FROM pg_advisory_xact_lock({APPEND_LOCK_KEY}))"
+#: No lock: appends run in parallel. Positions come from the identity
+#: sequence when the rows are inserted, and transactions commit in any
+#: order, so a reader following positions could skip one that commits late.
+#: Each row records its transaction instead (``xid``, filled in by the
+#: column's default, pg_current_xact_id()), and followers read in (xid,
+#: position) order below the oldest running transaction: see ledger.horizon.
 #: Arrays instead of one VALUES tuple per row: one statement text (prepared
 #: once) for any batch size, and no limit on the number of rows.
 _INSERT = f"""INSERT INTO ledger_events ({_COLUMNS})
 SELECT s, v, t, sv, d::json, $1::json, u, $2::timestamptz, p, h
 FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[],
             $9::text[], $10::text[]) AS x(s, v, t, sv, d, u, p, h)
-{_LOCK}
 RETURNING position, stream_id, stream_version"""  # noqa: S608 (constants only)
 _HEAD = (
     f"SELECT stream_version, hash FROM {events_table.name} "  # noqa: S608 (a name)
@@ -67,18 +57,15 @@ def _dollar(n: int) -> str:
 
 class PostgresRecorder(SqlRecorder):
     HEAD_SQL = _HEAD
-    #: Off only in the test that shows what the append lock prevents.
-    serialise = True
 
     def _insert(self, batch: EventBatch) -> tuple[str, tuple[Any, ...]]:
         columns = list(zip(*batch.rows, strict=True))
         arrays = (batch.meta_json, batch.recorded_at, *map(list, columns))
-        return (_INSERT if self.serialise else _INSERT.replace(_LOCK, "")), arrays
+        return _INSERT, arrays
 
     async def _send(self, batch: EventBatch, writes: Sequence[Write]) -> Positions | None:
         # One statement in its own implicit transaction, on a held
-        # connection (ledger.db.fetch_standalone); see _LOCK for how it still
-        # serialises appends.
+        # connection (ledger.db.fetch_standalone).
         sql, params = self._insert(batch)
         if writes:
             sql, fused = _statement(self.dialect, sql, params, writes)

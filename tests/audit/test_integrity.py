@@ -3,6 +3,8 @@ on an untouched ledger; digests are recorded incrementally and chained."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -21,10 +23,14 @@ from session_ledger.ledger.integrity import (
     record_digest,
     verify_ledger,
 )
+from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.service import RequestContext, SessionLedger
+from session_ledger.ledger.store import EventStore
+from session_ledger.ledger.writes import FromEvents, Projected, Rows, Write
 from tests.audit.history import make_ledger
 from tests.audit.tamper import rehash_stream, set_ip, tamper
 from tests.support.chain import raw_rows
+from tests.support.events import created
 
 
 async def _history(ledger: SessionLedger, clock: ManualClock, sessions: int = 4) -> list[str]:
@@ -98,7 +104,7 @@ async def test_rehashed_forgery_is_caught_by_the_digest(
     (problem,) = await _only(engine, "digest")
     assert problem.position == digest.position
     # The operator's copy outside the database tells the same story.
-    report = await verify_ledger(engine, expect=[(digest.position, digest.digest)])
+    report = await verify_ledger(engine, expect=[(digest.mark, digest.digest)])
     assert sum(p.kind == "digest" for p in report.problems) == 2
 
 
@@ -211,7 +217,12 @@ async def test_digests_are_incremental_and_chained(
     latest = await latest_digest(engine)
     assert latest is not None
     assert latest == Digest(
-        second.position, second.event_count, second.digest, first.digest, latest.recorded_at
+        second.position,
+        second.event_count,
+        second.digest,
+        first.digest,
+        latest.recorded_at,
+        second.xid,
     )
 
 
@@ -226,7 +237,59 @@ async def test_digest_rows_are_append_only(
 
 
 def test_expected_digest_format() -> None:
-    assert parse_expected(f"12:{'a' * 64}") == (12, "a" * 64)
-    for bad in ["", "12", f"x:{'a' * 64}", "12:abc", f"12:{'g' * 64}"]:
+    assert parse_expected(f"12:{'a' * 64}") == ((0, 12), "a" * 64)
+    assert parse_expected(f"907:12:{'a' * 64}") == ((907, 12), "a" * 64)
+    digest = Digest(12, 3, "b" * 64, GENESIS, xid=907)
+    assert parse_expected(digest.token) == ((907, 12), "b" * 64)
+    for bad in ["", "12", f"x:{'a' * 64}", "12:abc", f"12:{'g' * 64}", f"1:2:3:{'a' * 64}"]:
         with pytest.raises(DigestFormatError):
             parse_expected(bad)
+
+
+async def test_a_digest_covers_what_a_reader_below_the_horizon_sees(
+    pg_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """A digest taken while an append's transaction is still open covers
+    the events below the horizon only; that append commits later with a
+    lower position than an event appended after it, and both digests still
+    verify: no event ever appears before a digest's mark."""
+    store = EventStore(pg_engine, clock=clock)
+    await store.append("a", 0, [created("a")])
+    gate = _Gate()
+    recorder = recorder_for(pg_engine)
+    recorder.before_commit = gate.hold
+    held = EventStore(recorder, clock=clock, inline_projections=[gate])
+    slow = asyncio.create_task(held.append("b", 0, [created("b")]))
+    await gate.entered.wait()  # "b" has its position; its commit waits
+    later = await store.append("c", 0, [created("c")])
+    first = await record_digest(pg_engine, clock)
+    assert first is not None
+    assert first.event_count == 1  # "c" waits above the horizon, behind "b"
+    gate.release.set()
+    (b,) = await slow
+    assert b.position < later[0].position
+    second = await record_digest(pg_engine, clock)
+    assert second is not None
+    assert second.event_count == 3
+    report = await verify_ledger(pg_engine, expect=[(first.mark, first.digest)])
+    assert report.ok, report.problems
+    assert report.digests_checked == 2
+
+
+class _Gate(FromEvents):
+    """An inline projection that holds its append's transaction open: it
+    asks for the transaction (None before it), whose recorder waits in
+    ``hold`` before COMMIT, after the events took their positions."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def writes(
+        self, events: Sequence[Projected], prior: Rows, *, locked: bool
+    ) -> list[Write] | None:
+        return [] if locked else None
+
+    async def hold(self) -> None:
+        self.entered.set()
+        await self.release.wait()

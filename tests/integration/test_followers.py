@@ -10,10 +10,10 @@ trigger): transactions commit out of position order, and some abort after
 drawing positions. The follower runs in this process, live. The seed is in
 every failure message.
 
-The follower is today's gap-free reader (by position, behind the append
-lock); issue 18 makes it the horizon reader (``(xid, position)`` below
-``pg_snapshot_xmin``), which must pass the same tests, and so must the
-projection runner and replay that follow the ledger the same way.
+The follower is the horizon reader (``ledger.horizon``: ``(xid, position)``
+order below the oldest running transaction), and so are the projection
+runner and replay, which must converge to a fresh fold of the ledger. The
+same load followed by position misses events (the control experiment).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.config import RedisSettings
 from session_ledger.ledger.store import EventStore
 from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
@@ -31,6 +32,7 @@ from session_ledger.projections.replay import replay_redis, replay_table
 from session_ledger.projections.runner import ProjectionRunner
 from session_ledger.projections.verify import verify_redis, verify_table
 from tests.support.follow import (
+    HorizonFollower,
     PositionFollower,
     WriterProcesses,
     follow_writers,
@@ -45,13 +47,28 @@ async def test_follower_reads_every_event_of_concurrent_processes_once(
     seed = random.randrange(1 << 30)
     await install_commit_delays(pg_engine, max_ms=15)
 
-    result = await follow_writers(pg_url, PositionFollower, seed=seed)
+    result = await follow_writers(pg_url, HorizonFollower, seed=seed)
 
     context = f"seed={seed}"
     assert len(result.committed) > 80, context
     assert result.problems() == [], context
     # It really followed the writers, not only read everything at the end.
     assert result.seen_live >= len(result.committed) // 4, (result.seen_live, context)
+
+
+async def test_a_follower_by_position_misses_events_of_parallel_appends(
+    pg_url: str, pg_engine: AsyncEngine
+) -> None:
+    """Control experiment: the same load catches a reader without the horizon."""
+    await install_commit_delays(pg_engine, max_ms=15)
+    outcomes: list[tuple[int, list[str]]] = []
+    for _ in range(3):
+        seed = random.randrange(1 << 30)
+        result = await follow_writers(pg_url, PositionFollower, seed=seed)
+        outcomes.append((seed, result.problems()))
+        if any(problem.startswith("missed") for problem in outcomes[-1][1]):
+            return
+    raise AssertionError(f"the position follower never missed an event: {outcomes}")
 
 
 async def test_runner_and_replay_agree_with_the_ledger_after_a_concurrent_load(
@@ -79,7 +96,7 @@ async def test_runner_and_replay_agree_with_the_ledger_after_a_concurrent_load(
     await runner.run_once()
 
     assert applied_live >= len(committed) // 4, (applied_live, context)
-    assert await runner.checkpoint() == max(position for position, _, _ in committed), context
+    assert await runner.checkpoint() == await horizon.head(pg_engine), context
     assert await verify_table(pg_engine) == [], context
     assert await verify_redis(pg_engine, cache) == [], context
 

@@ -39,15 +39,14 @@ async def rows(engine: AsyncEngine, *, by_xid: bool = False) -> list[dict[str, A
         return [dict(row._mapping) for row in await conn.execute(query)]
 
 
-async def columns(engine: AsyncEngine) -> set[str]:
+async def columns(engine: AsyncEngine, table: str = "ledger_events") -> set[str]:
     async with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             query = (
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'ledger_events'"
+                f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'"
             )
         else:
-            query = "SELECT name FROM pragma_table_info('ledger_events')"
+            query = f"SELECT name FROM pragma_table_info('{table}')"
         return {row[0] for row in await conn.execute(text(query))}
 
 
@@ -190,3 +189,31 @@ async def test_xid_is_the_writing_top_level_transaction(pg_engine: AsyncEngine) 
     async with pg_engine.connect() as conn:
         status = await conn.scalar(text("SELECT pg_xact_status(:x)"), {"x": top})
     assert status == "committed"  # the whole of it, savepoint included
+
+
+async def test_migration_0008_keeps_digests_and_their_guard_both_ways(
+    empty_engine: AsyncEngine,
+) -> None:
+    """Digests and replay checkpoints taken by position are the marks
+    (0, position); downgrading drops the columns and keeps the digests
+    append-only."""
+    engine = empty_engine
+    await migrations.upgrade(engine, XID)
+    await fill(EventStore(engine), "old-")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO ledger_digests (position, event_count, digest, prev_digest, "
+                "recorded_at) VALUES (3, 3, 'd', 'g', CURRENT_TIMESTAMP)"
+            )
+        )
+    await migrations.upgrade(engine, "0008")
+    async with engine.connect() as conn:
+        stored = await conn.execute(text("SELECT xid, position FROM ledger_digests"))
+        assert [tuple(row) for row in stored] == [(0, 3)]
+    await migrations.downgrade(engine, XID)
+    assert "xid" not in await columns(engine, "ledger_digests")
+    with pytest.raises(Exception, match="append-only"):
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM ledger_digests"))
+    await migrations.upgrade(engine)

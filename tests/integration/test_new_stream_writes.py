@@ -35,8 +35,9 @@ from session_ledger.ledger.domain.state import evolve
 from session_ledger.ledger.store import EventStore, StreamAppend
 from session_ledger.ledger.writes import Prior, Projected, Projection, Rows, Write
 from session_ledger.projections.audit_ips import AuditIpProjection
-from session_ledger.projections.freshness import parse_changes
-from session_ledger.projections.runner import NotifyOnAppend
+from session_ledger.projections.revocation_notify import CHANNEL as REVOCATIONS
+from session_ledger.projections.revocation_notify import RevocationNotifier
+from session_ledger.projections.runner import NotifyAfterCommit
 from session_ledger.projections.schema import retired_tokens, sessions
 from session_ledger.projections.session_table import (
     SessionTableProjection,
@@ -172,72 +173,73 @@ async def test_a_failing_write_takes_the_events_with_it(
         await store.append("a", 0, session_events("z", now, ip=None, story="create"))
 
 
-async def test_the_notification_carries_the_last_position(
+async def test_the_wake_up_is_sent_after_commit(
     pg_engine: AsyncEngine, pg_url: str, clock: ManualClock
 ) -> None:
+    """``NOTIFY ledger_events`` leaves the append transaction (where its lock
+    would serialise commits): the writer sends it once the append committed,
+    a wake-up naming the newest position (readers read the ledger)."""
     listener = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
     received: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener("ledger_events", lambda *args: received.put_nowait(args[3]))
     try:
-        store = EventStore(
-            pg_engine,
-            clock=clock,
-            inline_projections=[SessionTableProjection(), NotifyOnAppend()],
-        )
+        store = EventStore(pg_engine, clock=clock, inline_projections=[SessionTableProjection()])
+        wake = NotifyAfterCommit(pg_engine)
+        store.after_commit.append(wake)
         now = clock.now() + timedelta(seconds=1)
         recorded = await store.append(
             "n", 0, session_events("n", now, ip=None, story="create rotate"), metadata=META
         )
         payload = await asyncio.wait_for(received.get(), timeout=5)
-        # The last position, then each session with its new version
-        # (projections.freshness reads them).
-        assert payload == f"{recorded[-1].position} n:{recorded[-1].stream_version}"
-        assert parse_changes(payload) == (recorded[-1].position, [("n", 2)])
+        assert payload == str(recorded[-1].position)
+        await wake.flush()
+        assert wake.sent == 1
         assert received.empty()  # once per append, not once per event
     finally:
         await listener.close()
 
 
-async def test_notifications_of_big_appends_name_every_session_in_chunks(
+async def test_revocation_notifications_of_big_appends_name_every_session_in_chunks(
     pg_engine: AsyncEngine, pg_url: str, clock: ManualClock
 ) -> None:
-    """200 new sessions in one append (as data), then all 200 revoked in one
-    append (on the connection: more than 32 existing streams): each time,
-    payloads under PostgreSQL's 8,000 bytes that together name every session
-    with its new version, each chunk with the last position of its own."""
+    """The revocation NOTIFY stays in the append transaction, as data for new
+    streams: 200 sessions created and ended in one append (one statement),
+    then 200 ended in one append (on the connection: more than 32 existing
+    streams). Each time, payloads under PostgreSQL's 8,000 bytes that
+    together name every session."""
     listener = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
     received: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener("ledger_events", lambda *args: received.put_nowait(args[3]))
+    await listener.add_listener(REVOCATIONS, lambda *args: received.put_nowait(args[3]))
     store = EventStore(
-        pg_engine, clock=clock, inline_projections=[SessionTableProjection(), NotifyOnAppend()]
+        pg_engine,
+        clock=clock,
+        inline_projections=[SessionTableProjection(), RevocationNotifier()],
     )
-    ids = [f"big-{i:03d}" for i in range(200)]
     now = clock.now() + timedelta(seconds=1)
     try:
-        for story in ("create", "revoke"):
+        for story, version in (("create revoke", 0), ("create", 0), ("revoke", 1)):
+            # The revoke story ends the sessions of the create story.
+            prefix = "ended" if story == "create revoke" else "big"
+            ids = [f"{prefix}-{i:03d}" for i in range(200)]
+            events = {"create revoke": slice(0, 2), "create": slice(0, 1), "revoke": slice(1, 2)}
             appends = [
                 StreamAppend(
                     sid,
-                    0 if story == "create" else 1,
-                    session_events(sid, now, ip=None, story="create revoke")[
-                        slice(0, 1) if story == "create" else slice(1, 2)
-                    ],
+                    version,
+                    session_events(sid, now, ip=None, story="create revoke")[events[story]],
                     "u1",
                 )
                 for sid in ids
             ]
-            recorded = await store.append_batch(appends, metadata=META)
-            position = {r.stream_id: r.position for r in recorded}
-            seen: dict[str, int] = {}
+            await store.append_batch(appends, metadata=META)
+            if story == "create":
+                continue
+            seen: set[str] = set()
             while len(seen) < len(ids):
                 payload = await asyncio.wait_for(received.get(), timeout=5)
                 assert len(payload.encode()) < 8000
-                parsed = parse_changes(payload)
-                assert parsed is not None
-                last, changes = parsed
-                assert last == max(position[sid] for sid, _ in changes)
-                seen |= dict(changes)
-            assert seen == dict.fromkeys(ids, 1 if story == "create" else 2)
+                seen |= set(payload.split(","))
+            assert seen == set(ids)
         assert received.empty()
     finally:
         await listener.close()

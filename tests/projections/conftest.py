@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.config import RedisSettings
 from session_ledger.ledger.domain.policy import SessionPolicy
@@ -25,7 +26,7 @@ from session_ledger.ledger.store import EventStore
 from session_ledger.projections.cached_read_model import CachedSessionReadModel
 from session_ledger.projections.freshness import CacheFreshness
 from session_ledger.projections.redis_cache import RedisCacheProjection, RedisSessionCache
-from session_ledger.projections.runner import NotifyOnAppend, ProjectionRunner
+from session_ledger.projections.runner import NotifyAfterCommit, ProjectionRunner
 from session_ledger.projections.session_table import SessionTableProjection, SqlSessionReadModel
 from tests.support.redis import RedisProcess
 
@@ -57,7 +58,7 @@ async def make_harness(
 ) -> Harness:
     store = EventStore(engine, clock=clock, inline_projections=[SessionTableProjection()])
     if engine.dialect.name == "postgresql":
-        store.inline_projections.append(NotifyOnAppend())
+        store.after_commit.append(NotifyAfterCommit(engine))
     cache = RedisSessionCache(
         client, RedisSettings(prefix=prefix), clock=clock, dual_write_seconds=dual_write_seconds
     )
@@ -72,7 +73,7 @@ async def make_harness(
     # One process on its own database: its own appends (after commit) are
     # all there is to hear, so that is its change feed; the checkpoint says
     # the (empty) cache covers what came before.
-    freshness.connected(await store.head())
+    freshness.connected(await horizon.head(engine))
     with contextlib.suppress(RedisError, OSError):  # some tests start with Redis down
         await cache.init_checkpoint((await cache.write_keys())[0])
     return Harness(

@@ -139,11 +139,20 @@ async def test_ttl_is_time_to_expiry_capped_by_settings(harness: Harness) -> Non
 async def test_checkpoint_only_moves_forward_and_detects_loss(harness: Harness) -> None:
     keys = (await harness.cache.write_keys())[0]
     await harness.cache.client.delete(keys.checkpoint)
-    assert await harness.cache.advance_checkpoint(keys, 5) == -1  # never initialised
+    assert await harness.cache.advance_checkpoint(keys, (0, 5)) == -1  # never initialised
     await harness.cache.init_checkpoint(keys)
-    assert await harness.cache.advance_checkpoint(keys, 5) == 1
-    assert await harness.cache.advance_checkpoint(keys, 3) == 0
-    assert await harness.cache.checkpoint(keys) == 5
+    assert await harness.cache.advance_checkpoint(keys, (0, 5)) == 1
+    assert await harness.cache.advance_checkpoint(keys, (0, 3)) == 0
+    assert await harness.cache.checkpoint(keys) == (0, 5)
+    # Marks order by transaction first: a lower position of a newer one is ahead.
+    assert await harness.cache.advance_checkpoint(keys, (7, 2)) == 1
+    assert await harness.cache.advance_checkpoint(keys, (6, 90)) == 0
+    assert await harness.cache.checkpoint(keys) == (7, 2)
+    # A bare position (written before marks) is the mark (0, position).
+    await harness.cache.client.set(keys.checkpoint, 9)
+    assert await harness.cache.checkpoint(keys) == (0, 9)
+    assert await harness.cache.advance_checkpoint(keys, (0, 8)) == 0
+    assert await harness.cache.advance_checkpoint(keys, (1, 1)) == 1
 
 
 async def test_scripts_reloaded_after_script_flush(

@@ -14,11 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.attempts import SignInAttempts
 from session_ledger.ledger.clock import ManualClock
 from session_ledger.ledger.domain.events import SignInFailure
 from session_ledger.ledger.domain.tokens import hash_token
 from session_ledger.ledger.service import RequestContext
+from session_ledger.projections.runner import NotifyAfterCommit
 from session_ledger.projections.verify import verify_redis
 from tests.projections.conftest import Harness, make_harness
 from tests.support.redis import RedisProcess, free_port
@@ -33,7 +35,7 @@ async def test_run_once_catches_up_missed_writes(harness: Harness) -> None:
     assert await harness.runner.run_once() == await harness.store.head()
     assert await verify_redis(harness.engine, harness.cache, clock=harness.clock) == []
     assert await harness.runner.run_once() == 0
-    assert await harness.runner.checkpoint() == await harness.store.head()
+    assert await harness.runner.checkpoint() == await horizon.head(harness.engine)
     for token in tokens:
         assert await harness.cache.by_token_hash(hash_token(token)) is not None
 
@@ -49,7 +51,7 @@ async def test_failed_sign_ins_pass_through_the_runner(harness: Harness) -> None
         await attempts.record_failure(SignInFailure.UNKNOWN_EMAIL, "x@example.com", ctx)
     await harness.ledger.create_session("u2")
     assert await harness.runner.run_once() == await harness.store.head()
-    assert await harness.runner.checkpoint() == await harness.store.head()
+    assert await harness.runner.checkpoint() == await horizon.head(harness.engine)
     assert await verify_redis(harness.engine, harness.cache, clock=harness.clock) == []
     assert await harness.cache.by_token_hash(hash_token(token)) is not None
 
@@ -65,9 +67,11 @@ async def test_missing_checkpoint_rebuilds_from_zero(harness: Harness) -> None:
 
 
 async def test_run_forever_wakes_on_notify_or_poll(harness: Harness) -> None:
-    """PostgreSQL: woken by NOTIFY (the poll interval is far longer than the
-    wait). SQLite: woken by polling."""
-    harness.store.after_commit.clear()  # only the runner writes the cache here
+    """PostgreSQL: woken by the NOTIFY a writer sends after its commit (the
+    poll interval is far longer than the wait). SQLite: woken by polling."""
+    # Only the runner writes the cache here; the wake-up after commit stays.
+    wake = [hook for hook in harness.store.after_commit if isinstance(hook, NotifyAfterCommit)]
+    harness.store.after_commit[:] = wake
     postgres = harness.engine.dialect.name == "postgresql"
     if postgres:
         url = harness.engine.url.set(drivername="postgresql")

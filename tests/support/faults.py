@@ -23,17 +23,17 @@ from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid6 import uuid7
 
 from session_ledger.api.bootstrap import build
 from session_ledger.api.users.store import SqlUserStore
+from session_ledger.ledger import horizon
 from session_ledger.ledger.domain.decide import CreateSession, decide
 from session_ledger.ledger.domain.events import EventMetadata
 from session_ledger.ledger.domain.tokens import hash_token, new_token
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.integrity import verify_ledger
-from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.store import StreamAppend
 from session_ledger.projections.redis_cache import RedisSessionCache
 from session_ledger.projections.verify import verify_redis, verify_table
@@ -140,14 +140,13 @@ async def short_sessions(dep: Deployment, count: int, users: int = 4) -> list[st
         await container.close()
 
 
-async def head(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        value = await conn.scalar(select(func.coalesce(func.max(events_table.c.position), 0)))
-    return int(value or 0)
+async def head(engine: AsyncEngine) -> Mark:
+    """The last mark a follower can read now (ledger.horizon)."""
+    return await horizon.head(engine)
 
 
 async def cache_caught_up(
-    engine: AsyncEngine, cache: RedisSessionCache, position: int | None = None
+    engine: AsyncEngine, cache: RedisSessionCache, position: Mark | None = None
 ) -> bool:
     """Whether the runner's checkpoint reached ``position`` (default: the head)."""
     try:

@@ -27,9 +27,11 @@ from typing import Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from session_ledger.ledger import horizon
 from session_ledger.ledger.db import make_engine
 from session_ledger.ledger.domain.errors import ConcurrencyError
 from session_ledger.ledger.domain.events import Event, RecordedEvent
+from session_ledger.ledger.horizon import Mark
 from session_ledger.ledger.store import EventStore, StreamAppend
 from session_ledger.projections.session_table import SessionTableProjection
 from tests.support.events import created, touched
@@ -166,9 +168,25 @@ class Follower(Protocol):
 
 
 @dataclass
+class HorizonFollower:
+    """Follows the ledger in commit-safe order (ledger.horizon): what the
+    runner, replay and every follower do."""
+
+    store: EventStore
+    mark: Mark = horizon.ORIGIN
+
+    async def read_next(self, limit: int) -> list[RecordedEvent]:
+        batch = await horizon.read(self.store.engine, self.mark, limit)
+        if batch.last is not None:
+            self.mark = batch.last
+        return batch.events
+
+
+@dataclass
 class PositionFollower:
     """Follows ``EventStore.read_all`` by position: gap-free only while
-    appends commit in position order (the global append lock)."""
+    appends commit in position order, which they no longer do on
+    PostgreSQL (the control experiment of the follower tests)."""
 
     store: EventStore
     position: int = 0

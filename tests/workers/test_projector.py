@@ -182,3 +182,33 @@ async def test_one_projector_leads_and_another_takes_over(
 
 async def _measured_zero(p: ProjectorWorker) -> bool:
     return (await p.measure_lag())["redis"] == (0, 0.0)
+
+
+async def test_a_long_transaction_shows_as_horizon_lag_and_the_runner_catches_up_after(
+    running: Running,
+) -> None:
+    """A transaction of the database left open (it wrote) holds the horizon:
+    the worker's metrics show the events held back and its age, the runner
+    applies nothing past it, and all of it once it ends."""
+    container = running.container
+    await _caught_up(running)
+    async with container.engine.connect() as long_conn:
+        txn = await long_conn.begin()
+        await long_conn.execute(text("SELECT pg_current_xact_id()"))
+        await _traffic(container, 3, "held")
+
+        async def held_back() -> bool:
+            await running.projector.measure_lag()
+            sample = running.metrics.registry.get_sample_value
+            return (sample("session_ledger_ledger_horizon_held_back_events") or 0) > 0
+
+        await _until(held_back, "events held back above the horizon")
+        sample = running.metrics.registry.get_sample_value
+        assert (sample("session_ledger_ledger_oldest_transaction_seconds") or 0) > 0
+        assert running.projector.lag["redis"][0] > 0  # committed, not applied
+        await txn.rollback()
+    await _caught_up(running)
+    assert (
+        running.metrics.registry.get_sample_value("session_ledger_ledger_horizon_held_back_events")
+        == 0
+    )
