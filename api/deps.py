@@ -146,8 +146,10 @@ class Auth:
         return self.settings.session.expires_in if remember_me else None
 
     async def start(self) -> None:
-        """Start the revocation feed (built and connected by api.bootstrap)."""
+        """Start the revocation feed (built and connected by api.bootstrap) and the
+        rate limiter's background flush."""
         await self.revocations.start()
+        self.limiter.start()
 
     async def stop(self) -> None:
         await self.limiter.close()

@@ -30,13 +30,20 @@ sizeable share of a get-session answered from the cookie cache on memory
 (the *synchronous* memory storage, sweeping once a second: see
 :class:`SweptMemoryStorage`; its asyncio twin starts a task per call that
 walks every key, with a thread hop per key for moving windows) and a round
-trip on Redis (figures in bench/README.md). So the default rule's hits are
-counted here and handed to ``limits`` in batches of up to 10 (``_Batch``,
-``max // 10`` for small limits); a key the storage refused stays refused
-here until that window frees. The count in the storage may therefore trail
-by up to a batch per process and key: the limit holds to within a tenth.
-The strict rules (sign-in, sign-up, the account throttle) are counted on
-every request.
+trip on Redis (figures in bench/README.md). So the default rule never waits
+for either on most requests:
+
+* with Redis (``shared_default_rule``, the default), its hits are counted
+  here and sent to Redis in the background, all keys in one call every
+  ``flush_interval``, and every process's totals read back
+  (:class:`api.shared_window.SharedWindow`, where the bound is: N processes
+  admit fewer than ``max + N * max // 10`` per window);
+* in memory, its hits are handed to ``limits`` in batches of up to 10
+  (``_Batch``, ``max // 10`` for small limits); a key the storage refused
+  stays refused here until that window frees.
+
+The strict rules (sign-in, sign-up, the account throttle) are counted in the
+storage on every request.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from limits.storage import MemoryStorage
 from redis.exceptions import RedisError
 
 from session_ledger.api.metrics import ServiceMetrics
+from session_ledger.api.shared_window import SharedWindow
 from session_ledger.ledger.config import RateLimitRule, Settings
 from session_ledger.ledger.domain.errors import ConfigError, RetryLaterError
 
@@ -211,8 +219,17 @@ class RateLimiter:
             # The default rule in this process's memory, the rest in Redis.
             local = SweptMemoryStorage()
             self.sliding = _Window(sync_strategies.SlidingWindowCounterRateLimiter(local))
-        batch = min(MAX_BATCH, max(1, rl.max // 10))
         default = _item(RateLimitRule(window=rl.window, max=rl.max))
+        #: The default rule shared through Redis in batches (None: in memory).
+        self.shared_window: SharedWindow | None = None
+        if self.shared and rl.shared_default_rule:
+            assert isinstance(self.storage, RedisStorage)
+            batch = max(1, rl.max // 10)
+            self.shared_window = SharedWindow(
+                self.storage, default, batch, rl.flush_interval, self._flush_failed
+            )
+        else:
+            batch = min(MAX_BATCH, max(1, rl.max // 10))
         self.default = Rule("default", default, closed=False, batch=batch, exact=False)
         self._exact: dict[str, Rule | None] = {}
         self._prefixes: list[tuple[str, Rule | None]] = []
@@ -234,7 +251,14 @@ class RateLimiter:
         self._last_warning = -WARNING_INTERVAL
         self._suppressed = 0
 
+    def start(self) -> None:
+        """Start sending the default rule's counts to Redis (in a lifespan)."""
+        if self.shared_window is not None and self.enabled:
+            self.shared_window.start()
+
     async def close(self) -> None:
+        if self.shared_window is not None:
+            await self.shared_window.stop()  # bounded, sends what is left
         # The redis-py client the limits bridge made (no close of its own).
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         if client is not None:
@@ -281,6 +305,9 @@ class RateLimiter:
         if rule is None:
             return None
         client = self.client_key(ip)
+        if rule is self.default and self.shared_window is not None:
+            wait = await self.shared_window.hit(client, path)  # no I/O: never raises
+            return None if wait is None else self._refusal(rule, wait)
         window = self.moving if rule.exact else self.sliding
         try:
             if rule.batch > 1:
@@ -322,6 +349,9 @@ class RateLimiter:
     def _refusal(self, rule: Rule, seconds: float) -> Refusal:
         self.metrics.rate_limited.labels(rule=rule.name).inc()
         return Refusal(rule.name, max(1, math.ceil(seconds)))
+
+    def _flush_failed(self, exc: BaseException) -> None:
+        self._storage_failed(self.default, exc)
 
     def _storage_failed(self, rule: Rule, exc: BaseException) -> Refusal | None:
         outcome = "closed" if rule.closed else "open"

@@ -4,7 +4,7 @@ refusing none), in alternating rounds.
 
     python -m bench.rate_limit [--baseline 81d09b1] [--rounds 3] [--duration 5]
                                [--backends sqlite,postgres+redis]
-    python -m bench.rate_limit --asgi [--rounds 6] [--requests 8000]
+    python -m bench.rate_limit --asgi [--rounds 20] [--requests 2000] [--clients 1000]
 
 One process per contender and round, as bench.http runs it (uvicorn, uvloop,
 one worker, wrk -t1 -c8 from one IP). "limiter on" sets
@@ -18,10 +18,19 @@ each contender's rate and CPU per request against the older commit's in the
 same round.
 
 ``--asgi``: the limiter's own cost, without HTTP and wrk: get-session
-requests sent straight to the ASGI app in this process, alternating the
-limiter off and on (memory storage; and the Redis storage, counted in
-batches), printing the process CPU time per request. On a shared machine
-this is the steadier figure: no server process, no client, no sockets.
+requests sent straight to ASGI apps in this process, one app per contender
+(the limiter off; on with memory storage; Redis configured with the limiter
+off; on with the Redis storage, the default rule sent in the background; on
+with the default rule per process), all built first, then ``--rounds``
+slices of ``--requests`` requests each, alternating between them, the order
+rotated every slice. Printed: the process CPU time per request (the
+background flush included: the slice ends with the contender's own flush),
+median over the slices, against the contender without the limiter. Cookie
+cache and store paths from one client, and the cookie cache from
+``--clients`` addresses in turn: each client then sends about one request
+per flush, the case where counting per key before sending saves nothing. On
+a shared machine this is the steadier figure: no server process, no client,
+no sockets, and the contenders interleaved finely.
 """
 
 from __future__ import annotations
@@ -31,9 +40,13 @@ import asyncio
 import os
 import secrets
 import statistics
+import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.types import Message
@@ -43,8 +56,8 @@ from bench.server import PASSWORD, SECRET, checkout, cookie_header, database, se
 
 CACHE = "/api/auth/get-session"
 CONCURRENCY = 8
-#: One in-process run takes seconds; past this something hangs: say where.
-RUN_TIMEOUT = 300
+#: One in-process scenario takes a minute or two; past this something hangs.
+RUN_TIMEOUT = 1800
 STORE = "/api/auth/get-session?disableCookieCache=true"
 
 
@@ -87,14 +100,39 @@ def run(backend: str, code: Path | None, env: dict[str, str], duration: int) -> 
         return results
 
 
-async def asgi_cpu(
-    limiter: dict[str, object], redis_url: str | None, requests: int, store: bool
-) -> float:
-    """CPU microseconds per get-session sent straight to a fresh app."""
-    import tempfile
+@dataclass
+class Contender:
+    label: str
+    #: rate_limit settings
+    limiter: dict[str, object]
+    redis_url: str | None
+    #: The contender it is compared with.
+    against: str
 
+
+CONTENDERS = [
+    Contender("off", {"enabled": False}, None, "off"),
+    Contender("on, memory", {"enabled": True, "storage": "memory"}, None, "off"),
+    Contender("off, redis", {"enabled": False}, REDIS_URL, "off, redis"),
+    Contender("on, redis", {"enabled": True, "storage": "redis"}, REDIS_URL, "off, redis"),
+    Contender(
+        "on, redis, default rule per process",
+        {"enabled": True, "storage": "redis", "shared_default_rule": False},
+        REDIS_URL,
+        "off, redis",
+    ),
+]
+
+
+@asynccontextmanager
+async def bench_app(contender: Contender, store: bool) -> AsyncIterator[Callable[..., Any]]:
+    """A fresh app of its own (SQLite file, Redis prefix); yields a function
+    sending ``n`` get-session requests to it from ``peers`` in turn, eight in
+    flight, as wrk -c8 (so a wait overlaps other requests' work, as under
+    load)."""
     from session_ledger.api.app import create_app
     from session_ledger.api.bootstrap import build
+    from session_ledger.api.deps import STATE_KEY
     from session_ledger.ledger.config import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +141,8 @@ async def asgi_cpu(
             database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
             base_url="http://bench",
             secrets=[SECRET],
-            rate_limit={"max": 10**9, **limiter},
-            redis={"url": redis_url, "prefix": f"slbench:{secrets.token_hex(4)}:"},
+            rate_limit={"max": 10**9, **contender.limiter},
+            redis={"url": contender.redis_url, "prefix": f"slbench:{secrets.token_hex(4)}:"},
         )
         container = await build(settings, migrate=True, builtin_users=True)
         app = create_app(container=container)
@@ -114,8 +152,7 @@ async def asgi_cpu(
                 body = {"email": "bench@example.com", "password": PASSWORD}
                 signed = await client.post("/api/auth/sign-up/email", json=body)
                 cookie = cookie_header(dict(signed.cookies))
-            path = STORE if store else CACHE
-            raw, _, query = path.partition("?")
+            raw, _, query = (STORE if store else CACHE).partition("?")
             scope = {
                 "type": "http",
                 "asgi": {"version": "3.0"},
@@ -130,59 +167,75 @@ async def asgi_cpu(
                 "client": ("10.0.0.1", 1),
                 "server": ("bench", 80),
             }
-            answers: list[Message] = []
+            statuses: list[int] = []
+            shared = getattr(app.state, STATE_KEY).limiter.shared_window
 
             async def receive() -> Message:
                 return {"type": "http.request", "body": b"", "more_body": False}
 
             async def send(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    answers.append(message)
+                    statuses.append(message["status"])
 
-            for _ in range(300):  # warm up
-                await app(dict(scope, state={}), receive, send)
-            started = time.process_time()
+            async def requests(n: int, peers: list[tuple[str, int]], offset: int) -> None:
+                async def browser(first: int) -> None:
+                    for i in range(first, first + n // CONCURRENCY):
+                        peer = peers[(offset + i) % len(peers)]
+                        await app(dict(scope, state={}, client=peer), receive, send)
 
-            async def browser() -> None:
-                for _ in range(requests // CONCURRENCY):
-                    await app(dict(scope, state={}), receive, send)
+                per = n // CONCURRENCY
+                await asyncio.gather(*(browser(k * per) for k in range(CONCURRENCY)))
+                if shared is not None:
+                    await shared.flush()  # what is left is this contender's work too
+                assert set(statuses) == {200}, set(statuses)
 
-            # As wrk -c8: eight requests in flight, so a wait on Redis
-            # overlaps with other requests' work (as under load).
-            await asyncio.gather(*(browser() for _ in range(CONCURRENCY)))
-            spent = time.process_time() - started
-            assert all(a["status"] == 200 for a in answers), answers[-1]
+            yield requests
         await container.close()
-    return spent / requests * 1e6
 
 
-def asgi_main(rounds: int, requests: int) -> None:
-    # (label, rate_limit settings, redis.url, the contender it is compared with)
-    contenders: list[tuple[str, dict[str, object], str | None, str]] = [
-        ("off", {"enabled": False}, None, "off"),
-        ("on, memory", {"enabled": True, "storage": "memory"}, None, "off"),
-        ("off, redis", {"enabled": False}, REDIS_URL, "off, redis"),
-        ("on, redis", {"enabled": True, "storage": "redis"}, REDIS_URL, "off, redis"),
-        (
-            "on, redis, default rule per process",
-            {"enabled": True, "storage": "redis", "shared_default_rule": False},
-            REDIS_URL,
-            "off, redis",
-        ),
+async def asgi_scenario(store: bool, clients: int, slices: int, n: int) -> dict[str, list[float]]:
+    """CPU microseconds per request of each contender, per slice of ``n``
+    requests: every app built first, then slices alternating between them."""
+    peers = [(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1) for i in range(clients)]
+    cpu: dict[str, list[float]] = {c.label: [] for c in CONTENDERS}
+    async with AsyncExitStack() as stack:
+        runs = [await stack.enter_async_context(bench_app(c, store)) for c in CONTENDERS]
+        for run in runs:
+            await run(300, peers, 0)  # warm up
+        for k in range(slices):
+            shift = k % len(CONTENDERS)  # rotate the order: no contender always first
+            for contender, run in (
+                list(zip(CONTENDERS, runs, strict=True))[shift:]
+                + list(zip(CONTENDERS, runs, strict=True))[:shift]
+            ):
+                started = time.process_time()
+                await run(n, peers, k * n)
+                spent = time.process_time() - started
+                cpu[contender.label].append(spent / n * 1e6)
+    return cpu
+
+
+def asgi_main(slices: int, requests: int, clients: int) -> None:
+    # The store path from one client only: a session seen from a new IP
+    # records activity (a write).
+    scenarios = [
+        ("cookie cache, 1 client", False, 1),
+        ("store, 1 client", True, 1),
+        (f"cookie cache, {clients} clients", False, clients),
     ]
-    for store in (False, True):
-        cpu: dict[str, list[float]] = {c[0]: [] for c in contenders}
-        for _ in range(rounds):
-            for label, limiter, redis_url, _ in contenders:
-                run = asgi_cpu(limiter, redis_url, requests, store)
-                cpu[label].append(asyncio.run(asyncio.wait_for(run, RUN_TIMEOUT)))
-        print(f"get-session ({'store' if store else 'cookie cache'}), CPU us per request:")
-        for label, _, _, against in contenders:
-            values, median = cpu[label], statistics.median(cpu[label])
-            reference = statistics.median(cpu[against])
+    for scenario, store, n in scenarios:
+        run = asgi_scenario(store, n, slices, requests)
+        cpu = asyncio.run(asyncio.wait_for(run, RUN_TIMEOUT))
+        print(f"get-session ({scenario}), CPU us per request, {slices} slices of {requests}:")
+        for c in CONTENDERS:
+            values = cpu[c.label]
+            median = statistics.median(values)
+            reference = statistics.median(cpu[c.against])
+            ratios = [v / r for v, r in zip(values, cpu[c.against], strict=True)]
             print(
-                f"  limiter {label:35} median {median:6.1f}  min {min(values):6.1f}  "
-                f"max {max(values):6.1f}  {median / reference - 1:+.1%} against {against}",
+                f"  limiter {c.label:35} median {median:6.1f}  min {min(values):6.1f}  "
+                f"max {max(values):6.1f}  {median / reference - 1:+6.1%} against {c.against:10} "
+                f"(slice by slice: median {statistics.median(ratios) - 1:+.1%})",
                 flush=True,
             )
 
@@ -195,9 +248,10 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres+redis")
     parser.add_argument("--asgi", action="store_true", help="the in-process measurement")
     parser.add_argument("--requests", type=int, default=8000)
+    parser.add_argument("--clients", type=int, default=1000, help="--asgi: the many-client case")
     args = parser.parse_args()
     if args.asgi:
-        asgi_main(args.rounds, args.requests)
+        asgi_main(args.rounds, args.requests, args.clients)
         return
     on = {
         "SESSION_LEDGER_RATE_LIMIT__ENABLED": "true",

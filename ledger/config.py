@@ -186,11 +186,14 @@ class RateLimitSettings(_Section):
     #: Where counters live: None = Redis when ``redis.url`` is set (shared by
     #: every process), else memory (this process only).
     storage: Literal["memory", "redis"] | None = None
-    #: With Redis: count the default rule there too (every process shares
-    #: it; a round trip per 10 requests of a client), or false: in each
-    #: process's memory (no round trip on get-session's path; the default
-    #: limit then holds per process). The strict rules always use ``storage``.
+    #: With Redis: share the default rule through it too, counted in each
+    #: process and sent in batches every ``flush_interval`` seconds (no
+    #: round trip on a request; N processes admit fewer than max + N * max/10
+    #: per window); false: in each process's memory only (the default limit
+    #: then holds per process). The strict rules always use ``storage``.
     shared_default_rule: bool = True
+    #: How often each process sends its default-rule counts to Redis (seconds).
+    flush_interval: Annotated[float, Field(gt=0, le=10)] = 0.2
     #: IPv6 clients share one counter per network of this prefix length.
     ipv6_subnet: Annotated[int, Field(ge=1, le=128)] = 64
     #: Failed sign-ins per account (email), whatever the IP: past a tier,
