@@ -173,7 +173,7 @@ def _redis_cache(
     listen_dsn = None
     postgres = engine.dialect.name == "postgresql"
     if postgres:
-        # NotifyAfterCommit (see build) wakes the runner.
+        # NotifyAfterCommit (see _event_store) wakes the runner.
         listen_dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     runner = ProjectionRunner(
         store,
