@@ -24,6 +24,7 @@ from session_ledger.ledger.recorders.sql import (
     notify_payload,
     positions_of,
     shape,
+    stream_sql,
 )
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.writes import Notify, PositionOf, Write
@@ -57,6 +58,7 @@ def _dollar(n: int) -> str:
 
 class PostgresRecorder(SqlRecorder):
     HEAD_SQL = _HEAD
+    STREAM_SQL = stream_sql("$1", "$2")
 
     def _insert(self, batch: EventBatch) -> tuple[str, tuple[Any, ...]]:
         columns = list(zip(*batch.rows, strict=True))

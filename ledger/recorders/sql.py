@@ -61,6 +61,18 @@ _STORED_COLUMNS = [
     c for c in events_table.columns if c.name in StoredEvent._fields and c.name != "meta"
 ]
 _SELECT_EVENTS = select(*_STORED_COLUMNS, events_table.c.meta)
+_STREAM_COLUMNS = tuple(events_table.c[name] for name in StoredEvent._fields)
+
+
+def stream_sql(stream_id: str, from_version: str) -> str:
+    """``SELECT`` one stream's events from a version on, in StoredEvent's
+    column order, with the dialect's placeholders for the two values."""
+    names = ", ".join(c.name for c in _STREAM_COLUMNS)
+    return (
+        f"SELECT {names} FROM {events_table.name} "  # noqa: S608 (names and placeholders)
+        f"WHERE stream_id = {stream_id} AND stream_version >= {from_version} "
+        "ORDER BY stream_version"
+    )
 
 
 class SqlRecorder:
@@ -69,12 +81,15 @@ class SqlRecorder:
 
     #: ``SELECT stream_version, hash ... WHERE stream_id = <placeholder>``.
     HEAD_SQL: str
+    #: :func:`stream_sql` with the dialect's placeholders.
+    STREAM_SQL: str
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._reader = autocommit(engine)
         self._writer = writer(engine)
         self._first: dict[Lookup, tuple[str, int, RowDecoder]] = {}
+        self._decode_event = row_decoder(engine.dialect, _STREAM_COLUMNS)
         #: Awaited inside an append's transaction just before COMMIT (tests
         #: widen the window between insert and commit with it).
         self.before_commit: Callable[[], Awaitable[None]] | None = None
@@ -240,13 +255,12 @@ class SqlRecorder:
     # ------------------------------------------------------------------- reads
 
     async def read_stream(self, stream_id: str, from_version: int) -> list[StoredEvent]:
-        query = (
-            _SELECT_EVENTS.where(events_table.c.stream_id == stream_id)
-            .where(events_table.c.stream_version >= from_version)
-            .order_by(events_table.c.stream_version)
-        )
-        async with self.engine.connect() as conn:
-            return [StoredEvent(**row._asdict()) for row in await conn.execute(query)]
+        # One statement, so one snapshot of the stream's committed rows: it
+        # may go the way of the hot reads (ledger.db.read_standalone).
+        params = (stream_id, from_version)
+        rows = await retry_stale(lambda: read_standalone(self._reader, self.STREAM_SQL, params))
+        decode = self._decode_event
+        return [StoredEvent(**decode(row)) for row in rows]
 
     async def read_all(self, after_position: int, limit: int) -> list[StoredEvent]:
         query = (

@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_ledger.ledger.db import Driver, SqliteExecute, driver_fetch, pooled
 from session_ledger.ledger.recorder import ConnectionLostError, EventBatch, Lookup, Positions
-from session_ledger.ledger.recorders.sql import SqlRecorder, insert_statements, positions_of
+from session_ledger.ledger.recorders.sql import (
+    SqlRecorder,
+    insert_statements,
+    positions_of,
+    stream_sql,
+)
 from session_ledger.ledger.schema import events as events_table
 from session_ledger.ledger.writes import Write
 
@@ -77,6 +82,7 @@ def _chunks(batch: EventBatch) -> list[tuple[str, tuple[Any, ...], int]]:
 
 class SqliteRecorder(SqlRecorder):
     HEAD_SQL = _HEAD
+    STREAM_SQL = stream_sql("?", "?")
 
     async def _send(self, batch: EventBatch, writes: Sequence[Write]) -> Positions | None:
         # On the driver, in one hop (ledger.db.pooled).

@@ -152,3 +152,21 @@ async def test_data_version_changes_exactly_when_another_connection_commits(
         assert watch.version() == seen  # its own reads change nothing
     finally:
         watch.close()
+
+
+async def test_a_stream_is_read_directly_and_as_through_aiosqlite(engine: AsyncEngine) -> None:
+    ledger = ledger_on(engine)
+    session, token = await ledger.create_session("user-1", fields={"theme": "dark"})
+    await ledger.update_session(token, {"theme": "light"})
+    store = ledger.store
+    reads = reads_of(engine)
+    before = reads.answered
+    direct = await store.read_stream(session.id)
+    assert reads.answered == before + 1  # one statement, in the calling thread
+    assert [e.stream_version for e in await store.read_stream(session.id, 2)] == [2]
+
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: None)
+    usual = await store.read_stream(session.id)  # observed: through aiosqlite
+    assert reads.answered == before + 2
+    assert usual == direct
+    assert [e.stream_version for e in direct] == [1, 2]
