@@ -141,7 +141,23 @@ def _frozen_fields(
     # Deep copy: the state must not alias the (mutable) dicts inside events.
     if not new:  # the common case (a sign-in without fields): nothing to copy
         return MappingProxyType(dict(old))
-    return MappingProxyType({**old, **copy.deepcopy(dict(new))})
+    return MappingProxyType({**old, **{key: _json_copy(value) for key, value in new.items()}})
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_copy(value: Any) -> Any:
+    """``copy.deepcopy`` for JSON values, without its memo (fold runs it for
+    every event that carries fields); anything else is deep-copied as usual."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_json_copy(item) for item in value]
+    return copy.deepcopy(value)
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclass_fields(SessionState))

@@ -482,10 +482,11 @@ def test_update_merges_fields() -> None:
 
 
 def test_state_fields_are_read_only_and_not_aliased() -> None:
-    source: dict[str, Any] = {"list": [1]}
+    source: dict[str, Any] = {"list": [1, {"deep": [2]}]}
     state, _ = run(create(), UpdateFields(source), 1)
-    source["list"].append(2)
-    assert state.fields["list"] == [1]
+    source["list"].append(3)
+    source["list"][1]["deep"].append(4)
+    assert state.fields["list"] == [1, {"deep": [2]}]
     with pytest.raises(TypeError):
         state.fields["x"] = 1  # type: ignore[index]
 
