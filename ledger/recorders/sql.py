@@ -89,7 +89,7 @@ class SqlRecorder:
         self._reader = autocommit(engine)
         self._writer = writer(engine)
         self._first: dict[Lookup, tuple[str, int, RowDecoder]] = {}
-        self._decode_event = row_decoder(engine.dialect, _STREAM_COLUMNS)
+        self._stored_event = _event_decoder(engine.dialect)
         #: Awaited inside an append's transaction just before COMMIT (tests
         #: widen the window between insert and commit with it).
         self.before_commit: Callable[[], Awaitable[None]] | None = None
@@ -259,8 +259,7 @@ class SqlRecorder:
         # may go the way of the hot reads (ledger.db.read_standalone).
         params = (stream_id, from_version)
         rows = await retry_stale(lambda: read_standalone(self._reader, self.STREAM_SQL, params))
-        decode = self._decode_event
-        return [StoredEvent(**decode(row)) for row in rows]
+        return [self._stored_event(row) for row in rows]
 
     async def read_all(self, after_position: int, limit: int) -> list[StoredEvent]:
         query = (
@@ -317,6 +316,26 @@ def _primary_key(table: Table) -> str:
 def _by_key(table: Table, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     pk = _primary_key(table)
     return {row[pk]: row for row in rows}
+
+
+def _event_decoder(dialect: Dialect) -> Callable[[Sequence[Any]], StoredEvent]:
+    """A row of :func:`stream_sql` as a StoredEvent, with SQLAlchemy's own
+    conversions for this dialect (as :func:`ledger.db.row_decoder`, without
+    the dict in between: replays and reconstructions decode every event)."""
+    steps = []
+    for i, column in enumerate(_STREAM_COLUMNS):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if process is not None:
+            steps.append((i, process))
+    make = StoredEvent._make
+
+    def decode(values: Sequence[Any]) -> StoredEvent:
+        row = list(values)
+        for i, process in steps:
+            row[i] = process(row[i])
+        return make(row)
+
+    return decode
 
 
 @functools.cache
