@@ -52,11 +52,10 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from session_ledger.ledger.clock import utc
-from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize
+from session_ledger.ledger.domain.events import RecordedEvent
+from session_ledger.ledger.recorder import to_recorded
 from session_ledger.ledger.schema import Xid8
 from session_ledger.ledger.schema import events as events_table
 
@@ -166,20 +165,6 @@ class Batch:
         return self.marks[-1] if self.marks else None
 
 
-def _recorded(row: Row[Any]) -> RecordedEvent:
-    return RecordedEvent(
-        position=row.position,
-        stream_id=row.stream_id,
-        stream_version=row.stream_version,
-        event=deserialize(row.type, row.schema_version, row.data),
-        metadata=EventMetadata.model_validate(row.meta),
-        user_id=row.user_id,
-        recorded_at=utc(row.recorded_at),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
-
-
 async def read(
     engine: AsyncEngine, mark: Mark = ORIGIN, limit: int = 1000, *, safe: bool = True
 ) -> Batch:
@@ -188,9 +173,8 @@ async def read(
     query = follow(select(events_table), mark, pg=pg, safe=safe).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return Batch(
-        [_recorded(r) for r in rows], [(int(r.xid) if pg else 0, r.position) for r in rows]
-    )
+    marks = [(int(r.xid) if pg else 0, r.position) for r in rows]
+    return Batch([to_recorded(r) for r in rows], marks)
 
 
 async def horizon(conn: AsyncConnection) -> int | None:

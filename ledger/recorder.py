@@ -15,7 +15,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Table
+from sqlalchemy.engine import Row
 
+from session_ledger.ledger.clock import utc
+from session_ledger.ledger.domain.events import EventMetadata, RecordedEvent, deserialize
 from session_ledger.ledger.writes import PendingEvent, Projection
 
 
@@ -65,6 +68,22 @@ class StoredEvent(NamedTuple):
     recorded_at: datetime
     prev_hash: str
     hash: str
+
+
+def to_recorded(row: StoredEvent | Row[Any]) -> RecordedEvent:
+    """The domain's event of a ``ledger_events`` row (a recorder's
+    StoredEvent, or a row read with the table's columns)."""
+    return RecordedEvent(
+        position=row.position,
+        stream_id=row.stream_id,
+        stream_version=row.stream_version,
+        event=deserialize(row.type, row.schema_version, row.data),
+        metadata=EventMetadata.model_validate(row.meta),
+        user_id=row.user_id,
+        recorded_at=utc(row.recorded_at),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
 
 
 class Stored(NamedTuple):

@@ -29,7 +29,6 @@ from session_ledger.ledger.domain.events import (
     Event,
     EventMetadata,
     RecordedEvent,
-    deserialize,
     serialize,
 )
 from session_ledger.ledger.recorder import (
@@ -39,7 +38,7 @@ from session_ledger.ledger.recorder import (
     Head,
     Positions,
     Recorder,
-    StoredEvent,
+    to_recorded,
 )
 from session_ledger.ledger.recorders import recorder_for
 from session_ledger.ledger.writes import PendingEvent, Projection
@@ -208,14 +207,14 @@ class EventStore:
     # ------------------------------------------------------------------- reads
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
-        return [_recorded(r) for r in await self._recorder.read_stream(stream_id, from_version)]
+        return [to_recorded(r) for r in await self._recorder.read_stream(stream_id, from_version)]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Events with position > ``after_position`` in position order, as
         committed so far: for display and for paging through a ledger no one
         writes to. On PostgreSQL a later position may commit first, so a
         reader *following* the ledger uses ledger.horizon instead."""
-        return [_recorded(r) for r in await self._recorder.read_all(after_position, limit)]
+        return [to_recorded(r) for r in await self._recorder.read_all(after_position, limit)]
 
     async def iter_all(
         self, after_position: int = 0, batch_size: int = 1000, up_to: int | None = None
@@ -384,17 +383,3 @@ class _Rows:
         ]
         recorded.sort(key=lambda r: r.position)
         return recorded
-
-
-def _recorded(row: StoredEvent) -> RecordedEvent:
-    return RecordedEvent(
-        position=row.position,
-        stream_id=row.stream_id,
-        stream_version=row.stream_version,
-        event=deserialize(row.type, row.schema_version, row.data),
-        metadata=EventMetadata.model_validate(row.meta),
-        user_id=row.user_id,
-        recorded_at=utc(row.recorded_at),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
